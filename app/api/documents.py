@@ -1,0 +1,221 @@
+"""Documents: upload (multipart file or JSON text), list, get, chunks, delete."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from app.api.deps import CallerDep, ContainerDep, chunk_filter, document_read, source_read
+from app.api.problems import PROBLEM_RESPONSES
+from app.api.schemas import (
+    COLLECTION_PATTERN,
+    ChunkList,
+    ChunkRead,
+    DocumentPage,
+    DocumentRead,
+    TextDocumentCreate,
+)
+from app.core.errors import BadInput, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from app.ingest.service import Submitted, Upload
+from app.stores.sql.repositories import DocumentRepository, JobRepository
+
+router = APIRouter(prefix="/v1/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Text, Markdown, HTML, PDF (text layer) or DOCX.",
+                        },
+                        "collection": {"type": "string", "default": "default", "pattern": COLLECTION_PATTERN},
+                        "title": {"type": "string"},
+                        "metadata": {"type": "string", "description": 'A JSON object, e.g. {"dept": "hr"}.'},
+                    },
+                }
+            },
+            "application/json": {"schema": TextDocumentCreate.model_json_schema()},
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DocumentRead,
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        200: {"model": DocumentRead, "description": "The same content was already in the collection."},
+        202: {"model": DocumentRead, "description": "Accepted (wait=false): the document is queued."},
+    },
+)
+async def upload_document(
+    request: Request,
+    response: Response,
+    container: ContainerDep,
+    caller: CallerDep,
+    wait: Annotated[bool, Query(description="Reply once the document is searchable.")] = True,
+) -> DocumentRead:
+    """Upload a document (multipart `file`, or JSON text) and index it."""
+    caller.require("write")
+    upload = await _read_upload(request, container.settings.max_upload_bytes)
+    submitted: Submitted = await run_in_threadpool(container.ingest.submit, upload)
+    if not submitted.created:
+        response.status_code = status.HTTP_200_OK
+        return document_read(submitted.document, submitted.job)
+    job = submitted.job
+    assert job is not None
+    if not wait:
+        if container.worker is not None:
+            container.worker.notify()
+        response.status_code = status.HTTP_202_ACCEPTED
+        return document_read(submitted.document, job)
+    doc = await run_in_threadpool(container.ingest.run_job, job.id)
+    if doc.status == "failed":
+        # Nothing half-made stays behind: the client fixes the file and uploads again.
+        await run_in_threadpool(container.ingest.delete, doc.id)
+        raise Unprocessable(doc.error or "the document could not be indexed")
+    with container.sessions() as session:
+        return document_read(DocumentRepository(session).get(doc.id) or doc, JobRepository(session).get(job.id))
+
+
+@router.get("", response_model=DocumentPage)
+def list_documents(
+    container: ContainerDep,
+    caller: CallerDep,
+    collection: Annotated[str | None, Query(pattern=COLLECTION_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> DocumentPage:
+    """List documents, newest first, a page at a time."""
+    caller.require("read")
+    with container.sessions() as session:
+        docs, next_cursor = DocumentRepository(session).page(collection=collection, limit=limit, cursor=cursor)
+        return DocumentPage(items=[document_read(d) for d in docs], next_cursor=next_cursor)
+
+
+@router.get("/{document_id}", response_model=DocumentRead)
+def get_document(document_id: str, container: ContainerDep, caller: CallerDep) -> DocumentRead:
+    """Get one document with its status and its latest ingest job."""
+    caller.require("read")
+    with container.sessions() as session:
+        doc = DocumentRepository(session).get(document_id)
+        if doc is None:
+            raise NotFound(f"document {document_id} does not exist")
+        return document_read(doc, JobRepository(session).latest_for(doc.id))
+
+
+@router.get("/{document_id}/chunks", response_model=ChunkList)
+def get_chunks(document_id: str, container: ContainerDep, caller: CallerDep) -> ChunkList:
+    """The document's chunks in order, with where each came from."""
+    caller.require("read")
+    with container.sessions() as session:
+        if DocumentRepository(session).get(document_id) is None:
+            raise NotFound(f"document {document_id} does not exist")
+    chunks = container.store.get_chunks(document_id, chunk_filter(caller, None, {}))
+    return ChunkList(
+        items=[
+            ChunkRead(
+                chunk_id=c.chunk_id,
+                document_id=c.document_id,
+                ordinal=c.ordinal,
+                text=c.text,
+                source=source_read(c.source),
+            )
+            for c in chunks
+        ]
+    )
+
+
+@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_document(document_id: str, container: ContainerDep, caller: CallerDep) -> Response:
+    """Delete a document and every chunk of it."""
+    caller.require("write")
+    container.ingest.delete(document_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- reading the upload -------------------------------------------------------------------------------
+async def _read_upload(request: Request, limit: int) -> Upload:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise PayloadTooLarge(f"the upload is {declared} bytes; the limit is {limit} bytes (KS_MAX_UPLOAD_MB)")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        return await _json_upload(request, limit)
+    if content_type == "multipart/form-data":
+        return await _form_upload(request, limit)
+    raise UnsupportedMediaType(
+        f"send multipart/form-data with a 'file' field, or application/json text; got {content_type or 'nothing'}"
+    )
+
+
+async def _json_upload(request: Request, limit: int) -> Upload:
+    raw = await request.body()
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the body is {len(raw)} bytes; the limit is {limit} bytes (KS_MAX_UPLOAD_MB)")
+    try:
+        body = TextDocumentCreate.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise Unprocessable(f"the JSON body is not valid: {where}: {first.get('msg')}") from exc
+    filename = "document.md" if body.format == "markdown" else "document.txt"
+    return Upload(
+        data=body.text.encode("utf-8"),
+        collection=body.collection,
+        filename=filename,
+        declared_type="text/markdown" if body.format == "markdown" else "text/plain",
+        title=body.title,
+        metadata=body.metadata,
+    )
+
+
+async def _form_upload(request: Request, limit: int) -> Upload:
+    form = await request.form(max_files=1, max_fields=10)
+    file = form.get("file")
+    if not isinstance(file, UploadFile):
+        raise BadInput("the multipart body needs a 'file' field holding the document")
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"the file is larger than the limit of {limit} bytes (KS_MAX_UPLOAD_MB)")
+    collection = str(form.get("collection") or "default")
+    if not re.match(COLLECTION_PATTERN, collection):
+        raise BadInput(
+            "collection names use letters, digits, '_', '.', '-' (up to 128, starting with a letter or digit)"
+        )
+    title = form.get("title")
+    return Upload(
+        data=data,
+        collection=collection,
+        filename=file.filename,
+        declared_type=file.content_type,
+        title=str(title)[:512] if title else None,
+        metadata=_parse_metadata(form.get("metadata")),
+    )
+
+
+def _parse_metadata(raw: Any) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    try:
+        value = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"metadata is not valid JSON ({exc.msg} at position {exc.pos}): send a JSON object") from exc
+    if not isinstance(value, dict):
+        raise BadInput('metadata must be a JSON object, like {"dept": "hr"}')
+    return value

@@ -1,0 +1,224 @@
+"""Request and response models of the public REST contract (kept apart from the DB models)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+FilterValue = str | int | float | bool | dict[str, list[str | int | float | bool]]
+
+
+def _aware(v: datetime) -> datetime:
+    return v if v.tzinfo else v.replace(tzinfo=UTC)
+
+
+class JobRead(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress_done: int = Field(description="Chunks embedded and stored so far.")
+    progress_total: int = Field(description="Chunks to embed (0 until the document is parsed).")
+    attempts: int
+    error: str | None = None
+
+
+class DocumentRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3f2a9c0e5b7d4e1f8a6b2c4d9e0f1a2b",
+                    "title": "Employee handbook",
+                    "collection": "hr",
+                    "status": "indexed",
+                    "error": None,
+                    "content_type": "application/pdf",
+                    "metadata": {"dept": "hr"},
+                    "chunk_count": 42,
+                    "size_bytes": 183220,
+                    "filename": "handbook.pdf",
+                    "created_at": "2026-11-29T10:00:00Z",
+                    "updated_at": "2026-11-29T10:00:03Z",
+                }
+            ]
+        }
+    )
+
+    id: str
+    title: str
+    collection: str
+    status: Literal["queued", "processing", "indexed", "failed"]
+    error: str | None = Field(None, description="Why the document failed, when status is 'failed'.")
+    content_type: str
+    metadata: dict[str, Any]
+    chunk_count: int
+    size_bytes: int
+    filename: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    job: JobRead | None = Field(None, description="The ingest job, on upload replies.")
+
+    _aware_created = field_validator("created_at", "updated_at")(_aware)
+
+
+class DocumentPage(BaseModel):
+    items: list[DocumentRead]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` to get the next page; null at the end.")
+
+
+class TextDocumentCreate(BaseModel):
+    """A document sent as JSON text instead of a file."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Leave policy",
+                    "text": "Employees receive 10 days of paid leave after six months.",
+                    "collection": "hr",
+                    "metadata": {"dept": "hr", "year": 2026},
+                }
+            ]
+        },
+    )
+
+    title: str | None = Field(None, max_length=512)
+    text: str = Field(..., min_length=1, description="The document's text (plain text or Markdown).")
+    format: Literal["text", "markdown"] = "text"
+    collection: str = Field("default", pattern=COLLECTION_PATTERN)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SourceRead(BaseModel):
+    char_start: int = Field(description="Offset of the chunk's first character in the parsed document text.")
+    char_end: int
+    page: int | None = Field(None, description="1-based page number (PDF).")
+    heading_path: list[str] = Field(default_factory=list, description="Headings above the chunk, outermost first.")
+
+
+class ChunkRead(BaseModel):
+    chunk_id: str
+    document_id: str
+    ordinal: int
+    text: str
+    source: SourceRead
+
+
+class ChunkList(BaseModel):
+    items: list[ChunkRead]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "query": "How many days of paid leave do new employees get?",
+                    "top_k": 5,
+                    "mode": "hybrid",
+                    "collection": "hr",
+                    "filters": {"dept": "hr", "year": {"in": [2025, 2026]}},
+                }
+            ]
+        },
+    )
+
+    query: str = Field(..., min_length=1, max_length=2000)
+    top_k: int = Field(10, ge=1, le=100)
+    collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
+    filters: dict[str, FilterValue] = Field(
+        default_factory=dict,
+        description='Metadata filters: {"key": value} matches equal values, {"key": {"in": [v1, v2]}} any of them.',
+    )
+    mode: Literal["hybrid", "semantic", "keyword"] = "hybrid"
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query must contain some text")
+        return v
+
+    @field_validator("filters")
+    @classmethod
+    def _filters(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, value in v.items():
+            if isinstance(value, dict) and set(value) != {"in"}:
+                raise ValueError(f"filter {key!r}: the only operator is 'in', as {{\"in\": [...]}}")
+        return v
+
+
+class SearchResult(BaseModel):
+    chunk_id: str
+    document_id: str
+    title: str
+    text: str
+    score: float = Field(description="Fused RRF score (hybrid), cosine similarity (semantic) or BM25 (keyword).")
+    metadata: dict[str, Any]
+    source: SourceRead
+    collection: str
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    took_ms: float
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "message": "有給休暇は何日もらえますか？",
+                    "collection": "default",
+                    "stream": False,
+                }
+            ]
+        },
+    )
+
+    message: str = Field(..., min_length=1, max_length=4000)
+    conversation_id: str | None = Field(None, max_length=64, description="Continue an earlier conversation.")
+    collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
+    filters: dict[str, FilterValue] = Field(default_factory=dict)
+    top_k: int | None = Field(None, ge=1, le=20, description="How many passages to ground the answer on.")
+    stream: bool = Field(False, description="Reply as Server-Sent Events: citations, deltas, done.")
+
+    _filters = field_validator("filters")(SearchRequest._filters.__func__)  # type: ignore[attr-defined]
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("message must contain some text")
+        return v
+
+
+class CitationRead(BaseModel):
+    n: int = Field(description="The [n] marker used in the answer.")
+    document_id: str
+    chunk_id: str
+    title: str
+    quote: str = Field(description="The cited passage.")
+    source: SourceRead
+
+
+class ChatResponse(BaseModel):
+    answer: str = Field(description="The answer, with [n] markers that point at `citations`.")
+    citations: list[CitationRead]
+    conversation_id: str
+    model: str = Field(
+        description="'extractive' for the local answerer: it quotes document sentences, it does not compose new text."
+    )
+    usage: dict[str, int]
+    grounded: bool = Field(description="False when the documents did not cover the question.")
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,36 @@
+"""Search: keyword (BM25), semantic (vector) or hybrid (both, fused with reciprocal rank fusion)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.deps import CallerDep, ContainerDep, chunk_filter, source_read
+from app.api.problems import PROBLEM_RESPONSES
+from app.api.schemas import SearchRequest, SearchResponse, SearchResult
+
+router = APIRouter(prefix="/v1", tags=["search"], responses=PROBLEM_RESPONSES)
+
+
+@router.post("/search", response_model=SearchResponse)
+async def search(body: SearchRequest, container: ContainerDep, caller: CallerDep) -> SearchResponse:
+    """Find the chunks that best answer a query, with their documents and source positions."""
+    caller.require("read")
+    flt = chunk_filter(caller, body.collection, body.filters)
+    outcome = await run_in_threadpool(container.search.search, body.query, flt, body.top_k, body.mode)
+    return SearchResponse(
+        results=[
+            SearchResult(
+                chunk_id=h.chunk.chunk_id,
+                document_id=h.chunk.document_id,
+                title=h.chunk.title,
+                text=h.chunk.text,
+                score=h.score,
+                metadata=h.chunk.metadata,
+                source=source_read(h.chunk.source),
+                collection=h.chunk.collection,
+            )
+            for h in outcome.hits
+        ],
+        took_ms=outcome.took_ms,
+    )

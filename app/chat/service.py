@@ -1,0 +1,211 @@
+"""search → prompt → generate → map citations back to chunks; conversations persist."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.chat.citations import cited_numbers, strip_unknown
+from app.core.errors import NotFound
+from app.providers.base import ChatModel, Generation, GenerationRequest, Source, Turn, Usage
+from app.providers.local import not_covered_message
+from app.search.service import ScoredChunk, SearchService
+from app.stores.sql.repositories import ConversationRepository
+from app.stores.vector.base import ChunkFilter
+
+HISTORY_TURNS = 6
+
+
+@dataclass(slots=True)
+class Citation:
+    n: int
+    document_id: str
+    chunk_id: str
+    title: str
+    quote: str
+    source: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "document_id": self.document_id,
+            "chunk_id": self.chunk_id,
+            "title": self.title,
+            "quote": self.quote,
+            "source": self.source,
+        }
+
+
+@dataclass(slots=True)
+class ChatAnswer:
+    answer: str
+    citations: list[Citation]
+    conversation_id: str
+    model: str
+    usage: Usage
+    grounded: bool
+    took_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class ChatEvent:
+    """Streaming: ``citations`` (the numbered sources) first, then ``delta``s, then ``done``."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    conversation_id: str
+    request: GenerationRequest
+    sources: list[Citation]
+
+
+class ChatService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        search: SearchService,
+        model: ChatModel,
+        *,
+        top_k: int = 5,
+        min_similarity: float = 0.8,
+    ) -> None:
+        self._sessions = sessions
+        self._search = search
+        self._model = model
+        self._top_k = top_k
+        self._min_similarity = min_similarity
+
+    def ask(
+        self,
+        message: str,
+        flt: ChunkFilter,
+        *,
+        conversation_id: str | None = None,
+        top_k: int | None = None,
+        owner: list[str] | None = None,
+    ) -> ChatAnswer:
+        started = time.perf_counter()
+        prepared = self._prepare(message, flt, conversation_id, top_k, owner)
+        if not prepared.sources:
+            generation = Generation(text=not_covered_message(message), model=self._model.model_id)
+        else:
+            generation = self._model.generate(prepared.request)
+        answer = self._finish(prepared, message, generation)
+        answer.took_ms = round((time.perf_counter() - started) * 1000, 2)
+        return answer
+
+    def stream(
+        self,
+        message: str,
+        flt: ChunkFilter,
+        *,
+        conversation_id: str | None = None,
+        top_k: int | None = None,
+        owner: list[str] | None = None,
+    ) -> Iterator[ChatEvent]:
+        prepared = self._prepare(message, flt, conversation_id, top_k, owner)
+        yield ChatEvent(
+            "citations",
+            {
+                "conversation_id": prepared.conversation_id,
+                "citations": [c.as_dict() for c in prepared.sources],
+            },
+        )
+        if not prepared.sources:
+            text = not_covered_message(message)
+            yield ChatEvent("delta", {"text": text})
+            generation = Generation(text=text, model=self._model.model_id)
+        else:
+            generation = None
+            for delta in self._model.stream(prepared.request):
+                if delta.text:
+                    yield ChatEvent("delta", {"text": delta.text})
+                if delta.final is not None:
+                    generation = delta.final
+            if generation is None:  # a provider that forgot its final event: still finish cleanly
+                generation = Generation(text="", model=self._model.model_id)
+        answer = self._finish(prepared, message, generation)
+        yield ChatEvent(
+            "done",
+            {
+                "conversation_id": answer.conversation_id,
+                "answer": answer.answer,
+                "citations": [c.as_dict() for c in answer.citations],
+                "model": answer.model,
+                "usage": answer.usage.as_dict(),
+                "grounded": answer.grounded,
+            },
+        )
+
+    # --- steps -----------------------------------------------------------------------------------
+    def _prepare(
+        self, message: str, flt: ChunkFilter, conversation_id: str | None, top_k: int | None, owner: list[str] | None
+    ) -> _Prepared:
+        with self._sessions.begin() as session:
+            conversations = ConversationRepository(session)
+            if conversation_id is not None:
+                conv = conversations.get(conversation_id)
+                if conv is None or not _may_use(conv.owner, owner):
+                    raise NotFound(f"conversation {conversation_id} does not exist")
+                history = [
+                    Turn(role=m.role, content=m.content)  # type: ignore[arg-type]
+                    for m in conversations.messages(conv.id, HISTORY_TURNS)
+                ]
+            else:
+                conv = conversations.create(flt.collection, owner)
+                history = []
+            conv_id = conv.id
+        previous = [t.content for t in history if t.role == "user"]
+        query = f"{previous[-1]}\n{message}" if previous else message
+        outcome = self._search.search(query, flt, top_k=top_k or self._top_k, mode="hybrid")
+        relevant = [h for h in outcome.hits if self._covers(h)]
+        sources = [
+            Citation(
+                n=i,
+                document_id=h.chunk.document_id,
+                chunk_id=h.chunk.chunk_id,
+                title=h.chunk.title,
+                quote=h.chunk.text,
+                source=h.chunk.source.as_dict(),
+            )
+            for i, h in enumerate(relevant, start=1)
+        ]
+        request = GenerationRequest(
+            question=message,
+            sources=[Source(n=c.n, title=c.title, text=c.quote) for c in sources],
+            history=history,
+        )
+        return _Prepared(conv_id, request, sources)
+
+    def _covers(self, hit: ScoredChunk) -> bool:
+        return hit.vector_score is not None and hit.vector_score >= self._min_similarity
+
+    def _finish(self, prepared: _Prepared, message: str, generation: Generation) -> ChatAnswer:
+        by_n = {c.n: c for c in prepared.sources}
+        text = strip_unknown(generation.text, set(by_n))
+        citations = [by_n[n] for n in cited_numbers(text) if n in by_n]
+        with self._sessions.begin() as session:
+            conversations = ConversationRepository(session)
+            conversations.append(prepared.conversation_id, "user", message)
+            conversations.append(prepared.conversation_id, "assistant", text, [c.as_dict() for c in citations])
+        return ChatAnswer(
+            answer=text,
+            citations=citations,
+            conversation_id=prepared.conversation_id,
+            model=generation.model,
+            usage=generation.usage,
+            grounded=bool(citations),
+        )
+
+
+def _may_use(conversation_owner: list[str] | None, caller: list[str] | None) -> bool:
+    if caller is None:  # unrestricted caller (admin)
+        return True
+    return conversation_owner is not None and bool(set(conversation_owner) & set(caller))

@@ -1,0 +1,91 @@
+"""Settings: one pydantic-settings root, read from the environment with the ``KS_`` prefix."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KS_", env_file=".env", extra="ignore")
+
+    # Where the embedded default keeps everything (metadata DB, chunk index, uploaded files).
+    data_dir: Path = Path("./data")
+    # Metadata database; defaults to SQLite inside data_dir.
+    database_url: str | None = None
+    # Postgres pool tuning (ignored on SQLite).
+    db_pool_size: int = Field(5, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_pool_timeout_s: float = Field(30.0, gt=0)
+    db_connect_timeout_s: int = Field(10, ge=1)
+    db_statement_timeout_ms: int = Field(30_000, ge=0)
+
+    # A key with every right. With no key the service only serves on loopback.
+    admin_key: SecretStr | None = None
+
+    # Backends, chosen by name.
+    vector_store: Literal["embedded", "opensearch"] = "embedded"
+    embedding_provider: Literal["local", "bedrock"] = "local"
+    chat_provider: Literal["local", "bedrock", "openai"] = "local"
+    embedding_model: str = "multilingual-e5-small-q4"
+    chat_model: str = "extractive"
+
+    # OpenSearch (vector_store=opensearch)
+    opensearch_url: str = "http://127.0.0.1:9200"
+    opensearch_index: str = "knowledge-search-chunks"
+    opensearch_username: str | None = None
+    opensearch_password: SecretStr | None = None
+    opensearch_verify_certs: bool = True
+    opensearch_timeout_s: float = 30.0
+    opensearch_shards: int = Field(1, ge=1)
+    opensearch_replicas: int = Field(0, ge=0)
+
+    # Ingestion
+    chunk_size: int = Field(600, ge=100, le=8000, description="Target chunk size in characters.")
+    chunk_overlap: int = Field(100, ge=0, le=2000, description="Characters carried into the next chunk.")
+    max_upload_mb: float = Field(50.0, gt=0)
+    embed_batch_size: int = Field(32, ge=1, le=512)
+    ingest_workers: int = Field(1, ge=0, le=32, description="In-process workers for wait=false uploads.")
+
+    # Search
+    rrf_k: int = Field(60, ge=1)
+    candidate_multiplier: int = Field(4, ge=1, le=50)
+    min_candidates: int = Field(50, ge=1, le=1000)
+
+    # Chat
+    chat_top_k: int = Field(5, ge=1, le=50)
+    # Cosine similarity (query vs chunk) below which a chunk does not count as covering the question.
+    chat_min_similarity: float = Field(0.80, ge=-1.0, le=1.0)
+    chat_max_sentences: int = Field(3, ge=1, le=20)
+
+    log_level: str = "INFO"
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_size(cls, v: int, info):  # type: ignore[no-untyped-def]
+        size = info.data.get("chunk_size", 600)
+        if v >= size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return v
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,93 @@
+"""Builds engines, stores, providers and services once; the API and the CLI both use it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.chat.service import ChatService
+from app.core.config import Settings
+from app.ingest.blobs import BlobStore
+from app.ingest.service import IngestService
+from app.ingest.worker import JobWorker
+from app.providers.base import ChatModel, Embedder
+from app.providers.factory import build_chat_model, build_embedder, build_reranker
+from app.search.analysis import Analyzer, default_analyzer
+from app.search.service import SearchService
+from app.stores.sql import migrate
+from app.stores.sql.session import build_engine, build_session_factory
+from app.stores.vector.base import ChunkStore, IndexInfo
+from app.stores.vector.factory import build_chunk_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ChunkStore
+    embedder: Embedder
+    chat_model: ChatModel
+    analyzer: Analyzer
+    ingest: IngestService
+    search: SearchService
+    chat: ChatService
+    worker: JobWorker | None = None
+
+    def start_workers(self) -> None:
+        if self.settings.ingest_workers > 0 and self.worker is None:
+            self.worker = JobWorker(self.sessions, self.ingest, threads=self.settings.ingest_workers)
+            self.worker.start()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.store.close()
+        self.engine.dispose()
+
+
+def build_container(
+    settings: Settings,
+    *,
+    apply_migrations: bool | None = None,
+    embedder: Embedder | None = None,
+) -> Container:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = build_engine(settings)
+    if apply_migrations if apply_migrations is not None else settings.is_sqlite:
+        migrate.upgrade(engine)
+    sessions = build_session_factory(engine)
+    analyzer = default_analyzer()
+    embedder = embedder or build_embedder(settings)
+    store = build_chunk_store(settings)
+    store.ensure_ready(IndexInfo(embedding_model=embedder.model_id, dimension=embedder.dimension))
+    chat_model = build_chat_model(settings, analyzer)
+    search = SearchService(
+        store,
+        embedder,
+        analyzer,
+        rrf_k=settings.rrf_k,
+        candidate_multiplier=settings.candidate_multiplier,
+        min_candidates=settings.min_candidates,
+        reranker=build_reranker(settings),
+    )
+    ingest = IngestService(
+        sessions,
+        store,
+        embedder,
+        analyzer,
+        BlobStore(settings.data_dir / "blobs"),
+        chunk_size=settings.chunk_size,
+        chunk_overlap=settings.chunk_overlap,
+        max_upload_bytes=settings.max_upload_bytes,
+        embed_batch_size=settings.embed_batch_size,
+    )
+    chat = ChatService(
+        sessions, search, chat_model, top_k=settings.chat_top_k, min_similarity=settings.chat_min_similarity
+    )
+    return Container(settings, engine, sessions, store, embedder, chat_model, analyzer, ingest, search, chat)

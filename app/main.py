@@ -1,0 +1,58 @@
+"""create_app(settings): the lifespan builds the container once; routers and the error handler are mounted."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import chat, documents, health, problems, search
+from app.core.config import Settings
+from app.core.container import Container, build_container
+
+DESCRIPTION = """
+Ingest documents, search them (keyword BM25, semantic vectors, or hybrid with reciprocal rank fusion) and
+chat with them: answers cite the passages they rest on, and say so when the documents do not cover a question.
+
+Authenticate with `Authorization: Bearer <key>`. Errors are RFC 9457 `application/problem+json`.
+
+The default local chat model is **extractive**: it answers with sentences quoted from the retrieved passages,
+each cited as [n]; it does not compose new text.
+"""
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    settings = settings or (container.settings if container else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = container is None
+        app.state.container = container or build_container(settings)
+        app.state.container.start_workers()
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.container.close()
+
+    app = FastAPI(
+        title="knowledge-search",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "documents", "description": "Upload, list and delete documents."},
+            {"name": "search", "description": "Hybrid keyword + vector search."},
+            {"name": "chat", "description": "Grounded answers with citations."},
+            {"name": "health", "description": "Liveness and readiness."},
+        ],
+    )
+    if container is not None:
+        app.state.container = container
+    problems.install(app)
+    for module in (health, documents, search, chat):
+        app.include_router(module.router)
+    logging.getLogger("app").setLevel(settings.log_level)
+    return app

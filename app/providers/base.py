@@ -1,0 +1,82 @@
+"""Model provider protocols. Each backend lives in its own module and is built by ``factory``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+
+class Embedder(Protocol):
+    model_id: str
+    dimension: int
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dimension) float32, L2-normalized."""
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """(dimension,) float32, L2-normalized."""
+
+
+@dataclass(slots=True)
+class Source:
+    """A numbered passage given to the chat model; the model cites it as [n]."""
+
+    n: int
+    title: str
+    text: str
+
+
+@dataclass(slots=True)
+class Turn:
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    question: str
+    sources: list[Source]
+    history: list[Turn] = field(default_factory=list)
+    model: str | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+
+@dataclass(slots=True)
+class Generation:
+    text: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    # Set when a guardrail or the model itself refused; text then holds the message to show.
+    intervened: bool = False
+
+
+@dataclass(slots=True)
+class Delta:
+    """One piece of a streamed answer. The last one carries ``final``."""
+
+    text: str = ""
+    final: Generation | None = None
+
+
+class ChatModel(Protocol):
+    model_id: str
+
+    def generate(self, request: GenerationRequest) -> Generation: ...
+
+    def stream(self, request: GenerationRequest) -> Iterator[Delta]: ...
+
+
+class Reranker(Protocol):
+    def rerank(self, query: str, texts: Sequence[str], top_n: int) -> list[tuple[int, float]]:
+        """Indices into ``texts`` with relevance scores, best first."""

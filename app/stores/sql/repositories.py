@@ -1,0 +1,173 @@
+"""Repositories hold the SQL. They take a session; services flush, the caller's edge commits."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.core.errors import BadInput
+from app.stores.sql.models import Collection, Conversation, Document, Job, Message, utcnow
+
+
+class CollectionRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def ensure(self, name: str) -> Collection:
+        found = self.session.get(Collection, name)
+        if found is None:
+            found = Collection(name=name)
+            self.session.add(found)
+            self.session.flush()
+        return found
+
+    def names(self) -> list[str]:
+        return list(self.session.scalars(select(Collection.name).order_by(Collection.name)))
+
+
+class DocumentRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, document_id: str) -> Document | None:
+        return self.session.get(Document, document_id)
+
+    def by_hash(self, collection: str, content_hash: str) -> Document | None:
+        return self.session.scalar(
+            select(Document).where(Document.collection == collection, Document.content_hash == content_hash)
+        )
+
+    def add(self, document: Document) -> Document:
+        self.session.add(document)
+        self.session.flush()
+        return document
+
+    def delete(self, document: Document) -> None:
+        self.session.delete(document)
+        self.session.flush()
+
+    def all_ids(self) -> set[str]:
+        return set(self.session.scalars(select(Document.id)))
+
+    def page(
+        self, *, collection: str | None, limit: int, cursor: str | None, visible_to: list[str] | None = None
+    ) -> tuple[list[Document], str | None]:
+        stmt = select(Document)
+        if collection is not None:
+            stmt = stmt.where(Document.collection == collection)
+        if cursor:
+            created, last_id = _decode_cursor(cursor)
+            stmt = stmt.where(
+                or_(Document.created_at < created, and_(Document.created_at == created, Document.id < last_id))
+            )
+        stmt = stmt.order_by(Document.created_at.desc(), Document.id.desc()).limit(limit + 1)
+        rows = list(self.session.scalars(stmt))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+        return rows, next_cursor
+
+
+class JobRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, job: Job) -> Job:
+        self.session.add(job)
+        self.session.flush()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self.session.get(Job, job_id)
+
+    def latest_for(self, document_id: str) -> Job | None:
+        return self.session.scalar(
+            select(Job).where(Job.document_id == document_id).order_by(Job.created_at.desc()).limit(1)
+        )
+
+    def claim_next(self, lease: timedelta) -> Job | None:
+        """Take the oldest queued job (or one whose worker's lease ran out)."""
+        now = utcnow()
+        stmt = (
+            select(Job.id)
+            .where(or_(Job.status == "queued", and_(Job.status == "running", Job.lease_until < now)))
+            .order_by(Job.created_at)
+            .limit(1)
+        )
+        if self.session.bind is not None and self.session.bind.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        job_id = self.session.scalar(stmt)
+        if job_id is None:
+            return None
+        claimed = self.session.execute(
+            update(Job)
+            .where(Job.id == job_id, or_(Job.status == "queued", Job.lease_until < now))
+            .values(status="running", lease_until=now + lease, attempts=Job.attempts + 1, updated_at=now)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        self.session.flush()
+        job = self.session.get(Job, job_id)
+        if job is not None:
+            self.session.refresh(job)
+        return job
+
+
+class ConversationRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, conversation_id: str) -> Conversation | None:
+        return self.session.get(Conversation, conversation_id)
+
+    def create(self, collection: str | None, owner: list[str] | None) -> Conversation:
+        conv = Conversation(collection=collection, owner=owner)
+        self.session.add(conv)
+        self.session.flush()
+        return conv
+
+    def messages(self, conversation_id: str, limit: int = 20) -> list[Message]:
+        rows = self.session.scalars(
+            select(Message)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.ordinal.desc())
+            .limit(limit)
+        )
+        return list(reversed(list(rows)))
+
+    def append(self, conversation_id: str, role: str, content: str, citations: list[Any] | None = None) -> Message:
+        last = self.session.scalar(
+            select(Message.ordinal)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.ordinal.desc())
+            .limit(1)
+        )
+        msg = Message(
+            conversation_id=conversation_id,
+            ordinal=(last or 0) + 1,
+            role=role,
+            content=content,
+            citations=citations,
+        )
+        self.session.add(msg)
+        self.session.flush()
+        return msg
+
+
+def _encode_cursor(created: datetime, doc_id: str) -> str:
+    raw = f"{created.astimezone(UTC).isoformat()}|{doc_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, doc_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), doc_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadInput("cursor is not valid: pass the next_cursor value from a previous page") from exc

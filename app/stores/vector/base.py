@@ -1,0 +1,114 @@
+"""The chunk store protocol: chunk text + vector + metadata; keyword and vector retrieval; delete by document.
+
+Both backends (embedded SQLite/numpy and OpenSearch) implement it. Filters, including access control,
+are applied inside each backend's query so that ``limit`` results are all visible ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class SourcePosition:
+    """Where a chunk came from in its document."""
+
+    char_start: int
+    char_end: int
+    page: int | None = None
+    heading_path: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+            "page": self.page,
+            "heading_path": list(self.heading_path),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SourcePosition:
+        return cls(
+            char_start=int(d.get("char_start", 0)),
+            char_end=int(d.get("char_end", 0)),
+            page=d.get("page"),
+            heading_path=list(d.get("heading_path") or []),
+        )
+
+
+@dataclass(slots=True)
+class ChunkRecord:
+    chunk_id: str
+    document_id: str
+    collection: str
+    ordinal: int
+    title: str
+    text: str
+    source: SourcePosition
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Principals allowed to read; None means everyone who can read the collection.
+    acl: list[str] | None = None
+    # Analyzed keyword tokens (see app.search.analysis), space separated.
+    tokens: str = ""
+    vector: np.ndarray | None = None
+
+
+@dataclass(slots=True)
+class ChunkFilter:
+    """Restricts retrieval; every backend applies it inside its query."""
+
+    collection: str | None = None
+    # key -> scalar (equals) or list of scalars (any of)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    document_ids: list[str] | None = None
+    # None: no document-level restriction (admin). Otherwise the request's principals: a chunk is visible
+    # when its acl is empty/None or shares a principal with this list.
+    principals: list[str] | None = None
+
+
+@dataclass(slots=True)
+class Hit:
+    chunk: ChunkRecord
+    score: float
+
+
+@dataclass(slots=True)
+class IndexInfo:
+    """What built the index: vectors from different models must never be mixed."""
+
+    embedding_model: str
+    dimension: int
+
+
+class ChunkStore(Protocol):
+    def ensure_ready(self, info: IndexInfo) -> None:
+        """Create the index if needed; refuse (ConfigurationError) when it was built by another embedder."""
+
+    def add(self, chunks: Sequence[ChunkRecord]) -> None:
+        """Insert or replace chunks (idempotent by chunk_id); searchable when this returns."""
+
+    def delete_document(self, document_id: str) -> int:
+        """Remove every chunk of a document; returns how many were removed."""
+
+    def count(self, document_id: str | None = None) -> int: ...
+
+    def get_chunks(self, document_id: str, flt: ChunkFilter | None = None) -> list[ChunkRecord]:
+        """The document's chunks in order (without vectors)."""
+
+    def keyword_search(self, tokens: list[str], flt: ChunkFilter, limit: int) -> list[Hit]:
+        """BM25 over analyzed tokens; higher score is better."""
+
+    def vector_search(self, vector: np.ndarray, flt: ChunkFilter, limit: int) -> list[Hit]:
+        """Cosine similarity over normalized vectors; higher is better."""
+
+    def document_ids(self) -> set[str]:
+        """Every document id that has chunks (for consistency checks)."""
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the store does not answer."""
+
+    def close(self) -> None: ...

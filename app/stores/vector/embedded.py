@@ -1,0 +1,322 @@
+"""Embedded chunk store: one SQLite file in KS_DATA_DIR with FTS5 for BM25, vectors as float32 blobs,
+and an in-memory numpy matrix for exact cosine search.
+
+Filters (collection, metadata, document ids, principals) are SQL predicates: keyword search applies them in
+the FTS query, vector search scores only the rows that pass them. Other processes writing the same file
+(the CLI while the service runs) are noticed through a generation counter and the matrix is reloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.core.errors import BadInput, ConfigurationError, StoreUnavailable
+from app.stores.vector.base import ChunkFilter, ChunkRecord, Hit, IndexInfo, SourcePosition
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+  rowid INTEGER PRIMARY KEY,
+  chunk_id TEXT NOT NULL UNIQUE,
+  document_id TEXT NOT NULL,
+  collection TEXT NOT NULL,
+  ordinal INTEGER NOT NULL,
+  title TEXT NOT NULL,
+  text TEXT NOT NULL,
+  source TEXT NOT NULL,
+  metadata TEXT NOT NULL,
+  acl TEXT,
+  vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_chunks_document ON chunks(document_id, ordinal);
+CREATE INDEX IF NOT EXISTS ix_chunks_collection ON chunks(collection);
+CREATE TABLE IF NOT EXISTS chunk_acl (
+  rowid INTEGER NOT NULL REFERENCES chunks(rowid) ON DELETE CASCADE,
+  principal TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_chunk_acl ON chunk_acl(principal, rowid);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(tokens, tokenize = 'unicode61 remove_diacritics 0');
+CREATE TABLE IF NOT EXISTS store_state (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  generation INTEGER NOT NULL,
+  delete_generation INTEGER NOT NULL,
+  embedding_model TEXT,
+  dimension INTEGER
+);
+INSERT OR IGNORE INTO store_state (id, generation, delete_generation) VALUES (1, 0, 0);
+"""
+
+METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
+
+
+class EmbeddedChunkStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.executescript(_SCHEMA)
+        self._dim = 0
+        self._matrix = np.zeros((0, 0), dtype=np.float32)
+        self._rowids = np.zeros(0, dtype=np.int64)
+        self._gen = (-1, -1)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def ensure_ready(self, info: IndexInfo) -> None:
+        with self._lock:
+            model, dim = self._conn.execute(
+                "SELECT embedding_model, dimension FROM store_state WHERE id = 1"
+            ).fetchone()
+            if model is None:
+                self._conn.execute(
+                    "UPDATE store_state SET embedding_model = ?, dimension = ? WHERE id = 1",
+                    (info.embedding_model, info.dimension),
+                )
+            elif model != info.embedding_model or dim != info.dimension:
+                raise ConfigurationError(
+                    f"The chunk index in {self._path} was built with embedding model {model!r} "
+                    f"(dimension {dim}), but the service is configured for {info.embedding_model!r} "
+                    f"(dimension {info.dimension}). Vectors from different models cannot be mixed: "
+                    "set KS_EMBEDDING_MODEL back, or rebuild the index with `knowledge-search reindex`."
+                )
+            self._dim = info.dimension
+
+    def ping(self) -> None:
+        try:
+            with self._lock:
+                self._conn.execute("SELECT 1 FROM store_state").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"embedded chunk store is not readable: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # --- writes ----------------------------------------------------------------------------------
+    def add(self, chunks: Sequence[ChunkRecord]) -> None:
+        if not chunks:
+            return
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                replaced = self._delete_where(
+                    cur, "chunk_id IN (%s)" % ",".join("?" * len(chunks)), [c.chunk_id for c in chunks]
+                )
+                for c in chunks:
+                    if c.vector is None:
+                        raise ValueError(f"chunk {c.chunk_id} has no vector")
+                    cur.execute(
+                        "INSERT INTO chunks (chunk_id, document_id, collection, ordinal, title, text, source,"
+                        " metadata, acl, vector) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (
+                            c.chunk_id,
+                            c.document_id,
+                            c.collection,
+                            c.ordinal,
+                            c.title,
+                            c.text,
+                            json.dumps(c.source.as_dict(), ensure_ascii=False),
+                            json.dumps(c.metadata, ensure_ascii=False),
+                            json.dumps(c.acl) if c.acl is not None else None,
+                            np.asarray(c.vector, dtype=np.float32).tobytes(),
+                        ),
+                    )
+                    rowid = cur.lastrowid
+                    cur.execute("INSERT INTO chunks_fts (rowid, tokens) VALUES (?, ?)", (rowid, c.tokens))
+                    if c.acl:
+                        cur.executemany(
+                            "INSERT INTO chunk_acl (rowid, principal) VALUES (?, ?)", [(rowid, p) for p in c.acl]
+                        )
+                column = "delete_generation" if replaced else "generation"
+                cur.execute(f"UPDATE store_state SET {column} = {column} + 1 WHERE id = 1")
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def delete_document(self, document_id: str) -> int:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                n = self._delete_where(cur, "document_id = ?", [document_id])
+                if n:
+                    cur.execute("UPDATE store_state SET delete_generation = delete_generation + 1 WHERE id = 1")
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            return n
+
+    @staticmethod
+    def _delete_where(cur: sqlite3.Cursor, where: str, params: list[Any]) -> int:
+        rowids = [r[0] for r in cur.execute(f"SELECT rowid FROM chunks WHERE {where}", params)]
+        if not rowids:
+            return 0
+        for i in range(0, len(rowids), 500):
+            part = rowids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            cur.execute(f"DELETE FROM chunks_fts WHERE rowid IN ({marks})", part)
+            cur.execute(f"DELETE FROM chunk_acl WHERE rowid IN ({marks})", part)
+            cur.execute(f"DELETE FROM chunks WHERE rowid IN ({marks})", part)
+        return len(rowids)
+
+    # --- reads -----------------------------------------------------------------------------------
+    def count(self, document_id: str | None = None) -> int:
+        with self._lock:
+            if document_id is None:
+                return self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            return self._conn.execute("SELECT count(*) FROM chunks WHERE document_id = ?", (document_id,)).fetchone()[0]
+
+    def document_ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._conn.execute("SELECT DISTINCT document_id FROM chunks")}
+
+    def get_chunks(self, document_id: str, flt: ChunkFilter | None = None) -> list[ChunkRecord]:
+        where, params = _filter_sql(flt or ChunkFilter(), alias="c")
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM chunks c WHERE c.document_id = ? AND {where} ORDER BY c.ordinal",
+                [document_id, *params],
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def keyword_search(self, tokens: list[str], flt: ChunkFilter, limit: int) -> list[Hit]:
+        if not tokens:
+            return []
+        match = " OR ".join('"%s"' % t.replace('"', '""') for t in dict.fromkeys(tokens))
+        where, params = _filter_sql(flt, alias="c")
+        sql = (
+            f"SELECT {_COLUMNS}, bm25(chunks_fts) AS s FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
+            f"WHERE chunks_fts MATCH ? AND {where} ORDER BY s LIMIT ?"
+        )
+        with self._lock:
+            rows = self._conn.execute(sql, [match, *params, limit]).fetchall()
+        return [Hit(_record(r), -float(r[-1])) for r in rows]
+
+    def vector_search(self, vector: np.ndarray, flt: ChunkFilter, limit: int) -> list[Hit]:
+        with self._lock:
+            self._sync_matrix()
+            matrix, rowids = self._matrix, self._rowids
+            if not len(rowids):
+                return []
+            where, params = _filter_sql(flt, alias="c")
+            if where != "1=1":
+                allowed = np.fromiter(
+                    (r[0] for r in self._conn.execute(f"SELECT c.rowid FROM chunks c WHERE {where}", params)),
+                    dtype=np.int64,
+                )
+                positions = np.searchsorted(rowids, allowed)
+                inside = positions < len(rowids)
+                positions, allowed = positions[inside], allowed[inside]
+                positions = positions[rowids[positions] == allowed]
+                if not len(positions):
+                    return []
+                scores = matrix[positions] @ vector
+            else:
+                positions = None
+                scores = matrix @ vector
+            k = min(limit, len(scores))
+            top = np.argpartition(-scores, k - 1)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            chosen = rowids[positions[top]] if positions is not None else rowids[top]
+            by_rowid = self._fetch_by_rowid([int(x) for x in chosen])
+        return [Hit(by_rowid[int(r)], float(s)) for r, s in zip(chosen, scores[top], strict=True) if int(r) in by_rowid]
+
+    def _fetch_by_rowid(self, rowids: list[int]) -> dict[int, ChunkRecord]:
+        if not rowids:
+            return {}
+        marks = ",".join("?" * len(rowids))
+        rows = self._conn.execute(f"SELECT c.rowid, {_COLUMNS} FROM chunks c WHERE c.rowid IN ({marks})", rowids)
+        return {r[0]: _record(r[1:]) for r in rows}
+
+    def _sync_matrix(self) -> None:
+        """Bring the in-memory matrix up to date with the file (appends incrementally, reloads on delete)."""
+        gen, del_gen = self._conn.execute(
+            "SELECT generation, delete_generation FROM store_state WHERE id = 1"
+        ).fetchone()
+        if (gen, del_gen) == self._gen:
+            return
+        if del_gen != self._gen[1] or not len(self._rowids):
+            after, base_m, base_r = -1, None, None
+        else:
+            after, base_m, base_r = int(self._rowids[-1]), self._matrix, self._rowids
+        rows = self._conn.execute(
+            "SELECT rowid, vector FROM chunks WHERE rowid > ? ORDER BY rowid", (after,)
+        ).fetchall()
+        dim = self._dim or (len(rows[0][1]) // 4 if rows else 0)
+        new_r = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        new_m = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        if base_m is not None and base_r is not None:
+            self._matrix = np.vstack([base_m, new_m]) if len(rows) else base_m
+            self._rowids = np.concatenate([base_r, new_r])
+        else:
+            self._matrix, self._rowids = np.ascontiguousarray(new_m), new_r
+        self._gen = (gen, del_gen)
+
+
+_COLUMNS = "c.chunk_id, c.document_id, c.collection, c.ordinal, c.title, c.text, c.source, c.metadata, c.acl"
+
+
+def _record(r: Sequence[Any]) -> ChunkRecord:
+    return ChunkRecord(
+        chunk_id=r[0],
+        document_id=r[1],
+        collection=r[2],
+        ordinal=r[3],
+        title=r[4],
+        text=r[5],
+        source=SourcePosition.from_dict(json.loads(r[6])),
+        metadata=json.loads(r[7]),
+        acl=json.loads(r[8]) if r[8] else None,
+    )
+
+
+def _filter_sql(flt: ChunkFilter, alias: str) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if flt.collection is not None:
+        clauses.append(f"{alias}.collection = ?")
+        params.append(flt.collection)
+    if flt.document_ids is not None:
+        if not flt.document_ids:
+            return "1=0", []
+        clauses.append(f"{alias}.document_id IN ({','.join('?' * len(flt.document_ids))})")
+        params.extend(flt.document_ids)
+    for key, value in flt.metadata.items():
+        if not METADATA_KEY.match(key):
+            raise BadInput(f"metadata filter key {key!r} is not allowed: use letters, digits, _ . : -")
+        path = f'$."{key}"'
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            return "1=0", []
+        ors = []
+        for v in values:
+            # `->` yields the JSON text of the value, so "1", 1 and true stay distinct; lists match by element.
+            ors.append(
+                f"({alias}.metadata -> ? = ? OR EXISTS (SELECT 1 FROM json_each({alias}.metadata, ?) j"
+                " WHERE j.type NOT IN ('object', 'array') AND"
+                " (CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE json_quote(j.value) END) = ?))"
+            )
+            encoded = json.dumps(v, ensure_ascii=False)
+            params.extend([path, encoded, path, encoded])
+        clauses.append("(" + " OR ".join(ors) + ")")
+    if flt.principals is not None:
+        marks = ",".join("?" * len(flt.principals)) or "NULL"
+        clauses.append(
+            f"({alias}.acl IS NULL OR EXISTS (SELECT 1 FROM chunk_acl a WHERE a.rowid = {alias}.rowid"
+            f" AND a.principal IN ({marks})))"
+        )
+        params.extend(flt.principals)
+    return (" AND ".join(clauses) or "1=1"), params
