@@ -157,11 +157,12 @@ class IngestService:
             doc = DocumentRepository(session).get(doc_id)
             if doc is None:
                 raise NotFound(f"document {doc_id} does not exist")
-            content_type, title = doc.content_type, doc.title
+            content_type, title, filename = doc.content_type, doc.title, doc.filename
             collection, metadata, acl = doc.collection, dict(doc.metadata_ or {}), doc.acl
         parsed = parse(self._blobs.get(doc_id), content_type)
-        if parsed.title and title == "Untitled":
-            title = parsed.title[:512]
+        # Without a title from the client, the document's own title beats its file name.
+        if parsed.title and title in ("Untitled", _title_from_filename(filename)):
+            title = parsed.title.strip()[:512] or title
         drafts = chunk_document(parsed, self._chunk_size, self._chunk_overlap)
         if not drafts:
             raise Unprocessable("the document has no text to index")

@@ -46,7 +46,7 @@ class E5Embedder:
             return np.asarray(self._model.query(text), dtype=np.float32)
 
 
-_HAS_JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
+_HAS_JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff01-\uff5e]")
 
 NOT_COVERED_EN = "The documents do not cover this question."
 NOT_COVERED_JA = "提供された文書には、この質問に答える情報が見つかりませんでした。"
@@ -56,9 +56,22 @@ def not_covered_message(question: str) -> str:
     return NOT_COVERED_JA if _HAS_JAPANESE.search(question) else NOT_COVERED_EN
 
 
+_PARAGRAPH = re.compile(r"\n\s*\n")
+_SENTENCE_BREAK = re.compile(r"(?<=[。！？!?])|(?<=[.])\s+")
+
+
 def split_sentences(text: str) -> list[str]:
-    parts = re.split(r"(?<=[。！？!?])|(?<=[.])\s+|\n+", text)
-    return [p.strip() for p in parts if p and len(p.strip()) > 1]
+    """Sentences of a passage. Hard-wrapped lines inside a paragraph are joined first: with a space, or with
+    nothing between two Japanese characters."""
+    out: list[str] = []
+    for paragraph in _PARAGRAPH.split(text):
+        lines = [line.strip() for line in paragraph.split("\n") if line.strip()]
+        joined = ""
+        for line in lines:
+            glue = "" if joined and _HAS_JAPANESE.match(joined[-1]) and _HAS_JAPANESE.match(line[0]) else " "
+            joined = f"{joined}{glue}{line}" if joined else line
+        out.extend(s.strip() for s in _SENTENCE_BREAK.split(joined) if len(s.strip()) > 1)
+    return out
 
 
 class ExtractiveAnswerer:

@@ -1,0 +1,202 @@
+"""The same services from the command line: serve, ingest, search, ask, migrate."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from app.core.config import Settings
+from app.core.errors import AppError, ConfigurationError
+
+app = typer.Typer(help="knowledge-search: ingest, search and chat with your documents.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+SUPPORTED_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"}
+
+
+def _container(settings: Settings | None = None):  # type: ignore[no-untyped-def]
+    from app.core.container import build_container
+
+    try:
+        return build_container(settings or Settings())
+    except ConfigurationError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    sample: Annotated[bool, typer.Option("--sample", help="Load the bundled sample corpus first.")] = False,
+    workers_log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the REST API (Swagger UI at /docs)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = Settings()
+    if settings.admin_key is None and not _is_loopback(host):
+        err.print(
+            f"[red]error:[/red] refusing to serve on {host} without an API key. Set KS_ADMIN_KEY, "
+            "or serve on 127.0.0.1."
+        )
+        raise typer.Exit(2)
+    if settings.admin_key is None:
+        logging.getLogger("app").warning("KS_ADMIN_KEY is not set: serving without authentication on loopback only")
+        err.print("[yellow]warning:[/yellow] KS_ADMIN_KEY is not set: no authentication (loopback only)")
+    container = _container(settings)
+    if sample:
+        _ingest_paths(container, [Path(str(files("app") / "samples"))], "samples", {})
+    uvicorn.run(create_app(settings, container=container), host=host, port=port, log_level=workers_log_level)
+    container.close()
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively).", exists=True)],
+    collection: Annotated[str, typer.Option(help="Collection to put the documents in.")] = "default",
+    metadata: Annotated[str, typer.Option(help='Metadata for every document, as JSON: {"dept": "hr"}')] = "{}",
+) -> None:
+    """Ingest documents, with a progress bar."""
+    try:
+        meta = json.loads(metadata)
+        if not isinstance(meta, dict):
+            raise ValueError
+    except ValueError as exc:
+        err.print('[red]error:[/red] --metadata must be a JSON object, like {"dept": "hr"}')
+        raise typer.Exit(2) from exc
+    container = _container()
+    try:
+        failed = _ingest_paths(container, paths, collection, meta)
+    finally:
+        container.close()
+    raise typer.Exit(1 if failed else 0)
+
+
+def _ingest_paths(container: Any, paths: list[Path], collection: str, meta: dict[str, Any]) -> int:
+    from app.ingest.service import Upload
+
+    found = sorted(
+        {
+            p
+            for root in paths
+            for p in ([root] if root.is_file() else root.rglob("*"))
+            if p.is_file() and (root.is_file() or p.suffix.lower() in SUPPORTED_SUFFIXES)
+        }
+    )
+    indexed = skipped = failed = 0
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        files_task = progress.add_task("files", total=len(found))
+        chunks_task = progress.add_task("chunks", total=None, visible=False)
+        for path in found:
+            progress.update(files_task, description=f"files ({path.name[:40]})")
+            try:
+                submitted = container.ingest.submit(
+                    Upload(data=path.read_bytes(), collection=collection, filename=path.name, metadata=meta)
+                )
+                if not submitted.created:
+                    skipped += 1
+                else:
+                    progress.update(chunks_task, visible=True, completed=0, total=None)
+                    doc = container.ingest.run_job(
+                        submitted.job.id,
+                        progress=lambda done, total: progress.update(chunks_task, completed=done, total=total),
+                    )
+                    if doc.status == "failed":
+                        failed += 1
+                        err.print(f"[red]failed[/red] {path}: {doc.error}")
+                    else:
+                        indexed += 1
+            except AppError as exc:
+                failed += 1
+                err.print(f"[red]failed[/red] {path}: {exc.detail}")
+            progress.advance(files_task)
+    err.print(f"indexed {indexed}, unchanged {skipped}, failed {failed} (collection '{collection}')")
+    return failed
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=100)] = 5,
+    mode: Annotated[str, typer.Option(help="hybrid, semantic or keyword.")] = "hybrid",
+    collection: Annotated[str | None, typer.Option(help="Only this collection.")] = None,
+) -> None:
+    """Search the indexed documents."""
+    from app.stores.vector.base import ChunkFilter
+
+    if mode not in ("hybrid", "semantic", "keyword"):
+        err.print("[red]error:[/red] --mode is one of hybrid, semantic, keyword")
+        raise typer.Exit(2)
+    container = _container()
+    try:
+        outcome = container.search.search(query, ChunkFilter(collection=collection), top_k, mode)  # type: ignore[arg-type]
+    finally:
+        container.close()
+    table = Table("score", "title", "where", "text", title=f"{len(outcome.hits)} results in {outcome.took_ms} ms")
+    for h in outcome.hits:
+        where = " > ".join(h.chunk.source.heading_path) or (f"p. {h.chunk.source.page}" if h.chunk.source.page else "")
+        table.add_row(f"{h.score:.4f}", h.chunk.title, where, h.chunk.text[:160].replace("\n", " "))
+    console.print(table)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="Your question.")],
+    collection: Annotated[str | None, typer.Option(help="Only this collection.")] = None,
+) -> None:
+    """Ask a question; the answer cites the documents."""
+    from app.stores.vector.base import ChunkFilter
+
+    container = _container()
+    try:
+        answer = container.chat.ask(question, ChunkFilter(collection=collection))
+    finally:
+        container.close()
+    console.print(answer.answer)
+    for c in answer.citations:
+        console.print(f"  [{c.n}] {c.title} ({c.document_id}): {c.quote[:120]}")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (Postgres deployments run this before starting the service)."""
+    from app.stores.sql import migrate as migrations
+    from app.stores.sql.session import build_engine
+
+    settings = Settings()
+    engine = build_engine(settings)
+    migrations.upgrade(engine)
+    console.print(f"database at revision {migrations.current_revision(engine)}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main() -> None:
+    app()
