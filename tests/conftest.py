@@ -1,0 +1,121 @@
+"""Shared fixtures.
+
+Every API test runs on both backends: ``embedded`` (SQLite + embedded chunk store in a temp dir) and
+``production`` (a real Postgres + a real OpenSearch, started by ``scripts/services up``). Without those
+services the production runs are skipped, unless KS_REQUIRE_SERVICES=1 (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.core.config import Settings
+
+REQUIRE_SERVICES = os.environ.get("KS_REQUIRE_SERVICES") == "1"
+SAMPLES = Path(__file__).resolve().parent.parent / "app" / "samples"
+
+
+def need_service(name: str, env: str) -> str:
+    """The service's URL from the environment; skip (or fail under KS_REQUIRE_SERVICES=1) without it."""
+    value = os.environ.get(env)
+    if value:
+        return value
+    message = f'{name} is not configured ({env} unset): run `eval "$(scripts/services up)"` first'
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """One real multilingual-e5-small for the whole run (it loads in about a second)."""
+    from app.providers.local import E5Embedder
+
+    return E5Embedder()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return need_service("Postgres", "KS_TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> str:
+    return need_service("OpenSearch", "KS_OPENSEARCH_URL")
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres(postgres_url: str) -> Iterator[str]:
+    """Migrate the test database once per run (from scratch)."""
+    from sqlalchemy import create_engine, text
+
+    from app.stores.sql import migrate
+
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield postgres_url
+
+
+def _truncate(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE messages, conversations, jobs, documents, collections CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["embedded", "production"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Settings for an isolated service: its own data dir, its own Postgres rows and OpenSearch index."""
+    base = {"data_dir": tmp_path / "data", "admin_key": None, "ingest_workers": 0}
+    if backend == "embedded":
+        yield Settings(**base)
+        return
+    pg = request.getfixturevalue("migrated_postgres")
+    os_url = request.getfixturevalue("opensearch_url")
+    index = f"ks-test-{uuid.uuid4().hex[:10]}"
+    _truncate(pg)
+    yield Settings(**base, database_url=pg, vector_store="opensearch", opensearch_url=os_url, opensearch_index=index)
+    _drop_indices(os_url, index)
+
+
+def _drop_indices(url: str, index: str) -> None:
+    import httpx
+
+    try:
+        httpx.delete(f"{url.rstrip('/')}/{index}*", timeout=30)
+    except httpx.HTTPError:
+        pass
+
+
+@pytest.fixture
+def container(settings: Settings, embedder):  # type: ignore[no-untyped-def]
+    from app.core.container import build_container
+
+    c = build_container(settings, embedder=embedder)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def client(container):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(container=container)) as tc:
+        yield tc
