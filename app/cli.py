@@ -59,8 +59,8 @@ def serve(
     container = _container(settings)
     if sample:
         _ingest_paths(container, [Path(str(files("app") / "samples"))], "samples", {})
-    uvicorn.run(create_app(settings, container=container), host=host, port=port, log_level=workers_log_level)
-    container.close()
+    app_ = create_app(settings, container=container, close_container=True)
+    uvicorn.run(app_, host=host, port=port, log_level=workers_log_level)
 
 
 @app.command()

@@ -23,12 +23,16 @@ each cited as [n]; it does not compose new text.
 """
 
 
-def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, container: Container | None = None, *, close_container: bool = False
+) -> FastAPI:
+    """Build the app. With ``container`` the caller's container is used (closed at shutdown only when
+    ``close_container``); without, the lifespan builds one from settings and closes it."""
     settings = settings or (container.settings if container else Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = container is None
+        owned = container is None or close_container
         app.state.container = container or build_container(settings)
         app.state.container.start_workers()
         try:
