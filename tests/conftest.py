@@ -7,6 +7,7 @@ services the production runs are skipped, unless KS_REQUIRE_SERVICES=1 (CI), whe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -96,10 +97,8 @@ def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
 def _drop_indices(url: str, index: str) -> None:
     import httpx
 
-    try:
+    with contextlib.suppress(httpx.HTTPError):
         httpx.delete(f"{url.rstrip('/')}/{index}*", timeout=30)
-    except httpx.HTTPError:
-        pass
 
 
 @pytest.fixture

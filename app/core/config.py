@@ -62,6 +62,34 @@ class Settings(BaseSettings):
     chat_min_similarity: float = Field(0.80, ge=-1.0, le=1.0)
     chat_max_sentences: int = Field(3, ge=1, le=20)
 
+    # --- model providers (Bedrock, OpenAI-compatible) ---
+    # AWS region for Bedrock; None uses boto3's chain (AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config).
+    aws_region: str | None = None
+    bedrock_retry_mode: Literal["standard", "adaptive"] = "adaptive"
+    bedrock_max_attempts: int = Field(default=4, ge=1, le=20)
+    bedrock_connect_timeout_s: float = Field(default=5.0, gt=0)
+    bedrock_read_timeout_s: float = Field(default=60.0, gt=0)
+    # Bedrock guardrail applied to every chat call when both id and version are set.
+    bedrock_guardrail_id: str | None = None
+    bedrock_guardrail_version: str | None = None
+    bedrock_guardrail_trace: bool = False
+    # Models a chat request may pick besides chat_model; empty: only chat_model.
+    chat_allowed_models: list[str] = Field(default_factory=list)
+    chat_max_tokens: int = Field(default=1024, ge=1, le=100_000)
+    chat_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    chat_max_history_tokens: int = Field(default=2000, ge=0)
+    # Titan Text Embeddings v2 accepts 256, 512 or 1024; None keeps the model's default.
+    embedding_dimensions: int | None = None
+    embedding_normalize: bool = True
+    # Parallel embedding requests (Titan embeds one text per request).
+    embed_concurrency: int = Field(default=4, ge=1, le=64)
+    rerank_provider: Literal["none", "bedrock"] = "none"
+    rerank_model: str = "amazon.rerank-v1:0"
+    # OpenAI-compatible chat server (vLLM, Ollama, llama.cpp server), chat_provider=openai.
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_api_key: SecretStr | None = None
+    openai_timeout_s: float = Field(default=60.0, gt=0)
+
     log_level: str = "INFO"
 
     @field_validator("chunk_overlap")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import SecretStr
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from app.core.container import build_container
 from app.main import create_app
