@@ -18,8 +18,16 @@ def test_health_and_ready(client):
     assert ready.json()["checks"] == {"metadata_store": "ok", "chunk_store": "ok"}
 
 
-def test_ready_is_503_when_a_store_is_gone(client, container):
-    container.store.close()
+def test_ready_is_503_when_a_store_is_gone(client, container, settings):
+    if settings.vector_store == "opensearch":
+        from app.stores.vector.opensearch import OpenSearchChunkStore
+
+        # an OpenSearch that does not answer
+        container.store = OpenSearchChunkStore.from_settings(
+            settings.model_copy(update={"opensearch_url": "http://127.0.0.1:9", "opensearch_timeout_s": 1.0})
+        )
+    else:
+        container.store.close()
     r = client.get("/readyz")
     assert r.status_code == 503
     assert r.json()["checks"]["chunk_store"].startswith("error")

@@ -112,10 +112,9 @@ def test_serve_ingest_search_chat_restart(settings: Settings):
         server.stop()
 
 
-def test_serve_sample_loads_the_corpus(settings: Settings):
-    if settings.vector_store != "embedded":
-        pytest.skip("the sample corpus command is the embedded default's quick start")
-    server = Server(settings, "--sample")
+def test_serve_sample_loads_the_corpus(tmp_path: Path):
+    # the quick start of README command 1: the embedded default with the bundled samples
+    server = Server(Settings(data_dir=tmp_path / "data"), "--sample")
     try:
         docs = httpx.get(f"{server.url}/v1/documents", params={"collection": "samples"}).json()["items"]
         assert len(docs) == 6 and all(d["status"] == "indexed" for d in docs)
@@ -125,8 +124,13 @@ def test_serve_sample_loads_the_corpus(settings: Settings):
 
 
 def test_refuses_public_interface_without_a_key(settings: Settings):
-    proc = subprocess.run([str(BIN), "serve", "--host", "0.0.0.0", "--port", str(_free_port())],
-                          env=_env(settings), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(BIN), "serve", "--host", "0.0.0.0", "--port", str(_free_port())],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "KS_ADMIN_KEY" in proc.stderr
 

@@ -128,7 +128,7 @@ class EmbeddedChunkStore:
                             c.text,
                             json.dumps(c.source.as_dict(), ensure_ascii=False),
                             json.dumps(c.metadata, ensure_ascii=False),
-                            json.dumps(c.acl) if c.acl is not None else None,
+                            json.dumps(c.acl) if c.acl else None,
                             np.asarray(c.vector, dtype=np.float32).tobytes(),
                         ),
                     )
