@@ -423,3 +423,26 @@ def test_opensearch_alias_layout_and_failures(opensearch_url: str) -> None:
     with pytest.raises(StoreUnavailable):
         dead.count()
     dead.close()
+
+
+# --- access scope and updates --------------------------------------------------------------------------
+def test_allowed_collections_filter(store: ChunkStore) -> None:
+    store.add([chunk("a", collection="hr"), chunk("b", collection="eng"), chunk("c", collection="sales")])
+    assert visible(store, ChunkFilter(collections=["hr", "eng"])) == {"a", "b"}
+    assert visible(store, ChunkFilter(collections=[])) == set()
+    assert visible(store, ChunkFilter(collection="sales", collections=["hr"])) == set()
+
+
+def test_update_document_changes_acl_metadata_and_title_everywhere(store: ChunkStore) -> None:
+    store.add([chunk(f"d{i}", document_id="D", ordinal=i, acl=["group:hr"]) for i in range(3)])
+    store.add([chunk("other", document_id="O")])
+    assert visible(store, ChunkFilter(principals=["user:bob"])) == {"other"}
+    assert store.update_document("D", acl=["user:bob"], metadata={"level": 2}, title="Renamed") == 3
+    assert visible(store, ChunkFilter(principals=["user:bob"])) == {"d0", "d1", "d2", "other"}
+    assert visible(store, ChunkFilter(principals=["group:hr"])) == {"other"}
+    assert visible(store, ChunkFilter(metadata={"level": 2})) == {"d0", "d1", "d2"}
+    assert {c.title for c in store.get_chunks("D")} == {"Renamed"}
+    store.update_document("D", acl=None)
+    assert visible(store, ChunkFilter(principals=[])) == {"d0", "d1", "d2", "other"}
+    # untouched fields stay as they were
+    assert {c.title for c in store.get_chunks("D")} == {"Renamed"}

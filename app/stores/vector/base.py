@@ -13,6 +13,16 @@ from typing import Any, Protocol
 import numpy as np
 
 
+class Unset:
+    """Marks an argument that was not given (None is a value: an ACL of None means public)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset()
+
+
 @dataclass(slots=True)
 class SourcePosition:
     """Where a chunk came from in its document."""
@@ -62,6 +72,8 @@ class ChunkFilter:
     """Restricts retrieval; every backend applies it inside its query."""
 
     collection: str | None = None
+    # The caller's allowed collections (a key limited to some); None: every collection.
+    collections: list[str] | None = None
     # key -> scalar (equals) or list of scalars (any of)
     metadata: dict[str, Any] = field(default_factory=dict)
     document_ids: list[str] | None = None
@@ -93,6 +105,16 @@ class ChunkStore(Protocol):
 
     def delete_document(self, document_id: str) -> int:
         """Remove every chunk of a document; returns how many were removed."""
+
+    def update_document(
+        self,
+        document_id: str,
+        *,
+        title: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        acl: list[str] | None | Unset = UNSET,
+    ) -> int:
+        """Change fields every chunk of a document carries (None / UNSET: leave as is); returns chunks changed."""
 
     def count(self, document_id: str | None = None) -> int: ...
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from app.core.errors import BadInput, ConfigurationError, StoreUnavailable
-from app.stores.vector.base import ChunkFilter, ChunkRecord, Hit, IndexInfo, SourcePosition
+from app.stores.vector.base import UNSET, ChunkFilter, ChunkRecord, Hit, IndexInfo, SourcePosition, Unset
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -172,6 +172,45 @@ class EmbeddedChunkStore:
             cur.execute(f"DELETE FROM chunks WHERE rowid IN ({marks})", part)
         return len(rowids)
 
+    def update_document(
+        self,
+        document_id: str,
+        *,
+        title: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        acl: list[str] | None | Unset = UNSET,
+    ) -> int:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                rowids = [r[0] for r in cur.execute("SELECT rowid FROM chunks WHERE document_id = ?", (document_id,))]
+                if title is not None:
+                    cur.execute("UPDATE chunks SET title = ? WHERE document_id = ?", (title, document_id))
+                if metadata is not None:
+                    cur.execute(
+                        "UPDATE chunks SET metadata = ? WHERE document_id = ?",
+                        (json.dumps(metadata, ensure_ascii=False), document_id),
+                    )
+                if not isinstance(acl, Unset):
+                    cur.execute(
+                        "UPDATE chunks SET acl = ? WHERE document_id = ?",
+                        (json.dumps(acl) if acl else None, document_id),
+                    )
+                    for i in range(0, len(rowids), 500):
+                        part = rowids[i : i + 500]
+                        cur.execute(f"DELETE FROM chunk_acl WHERE rowid IN ({','.join('?' * len(part))})", part)
+                    if acl:
+                        cur.executemany(
+                            "INSERT INTO chunk_acl (rowid, principal) VALUES (?, ?)",
+                            [(r, p) for r in rowids for p in acl],
+                        )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            return len(rowids)
+
     # --- reads -----------------------------------------------------------------------------------
     def count(self, document_id: str | None = None) -> int:
         with self._lock:
@@ -289,6 +328,11 @@ def _filter_sql(flt: ChunkFilter, alias: str) -> tuple[str, list[Any]]:
     if flt.collection is not None:
         clauses.append(f"{alias}.collection = ?")
         params.append(flt.collection)
+    if flt.collections is not None:
+        if not flt.collections:
+            return "1=0", []
+        clauses.append(f"{alias}.collection IN ({','.join('?' * len(flt.collections))})")
+        params.extend(flt.collections)
     if flt.document_ids is not None:
         if not flt.document_ids:
             return "1=0", []

@@ -25,7 +25,7 @@ from opensearchpy.exceptions import ConnectionError as TransportConnectionError
 from opensearchpy.exceptions import RequestError, TransportError
 
 from app.core.errors import BadInput, ConfigurationError, StoreUnavailable
-from app.stores.vector.base import ChunkFilter, ChunkRecord, Hit, IndexInfo, SourcePosition
+from app.stores.vector.base import UNSET, ChunkFilter, ChunkRecord, Hit, IndexInfo, SourcePosition, Unset
 from app.stores.vector.embedded import METADATA_KEY
 
 if TYPE_CHECKING:
@@ -186,6 +186,41 @@ class OpenSearchChunkStore:
             raise StoreUnavailable(f"OpenSearch could not delete every chunk of {document_id}: {res['failures'][0]}")
         return int(res.get("deleted", 0))
 
+    def update_document(
+        self,
+        document_id: str,
+        *,
+        title: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        acl: list[str] | None | Unset = UNSET,
+    ) -> int:
+        params: dict[str, Any] = {}
+        lines = []
+        if title is not None:
+            params["title"] = title
+            lines.append("ctx._source.title = params.title;")
+        if metadata is not None:
+            params.update(metadata=metadata, metadata_terms=_metadata_terms(metadata))
+            lines.append("ctx._source.metadata = params.metadata; ctx._source.metadata_terms = params.metadata_terms;")
+        if not isinstance(acl, Unset):
+            params.update(acl=acl or None, acl_public=not acl)
+            lines.append("ctx._source.acl = params.acl; ctx._source.acl_public = params.acl_public;")
+        if not lines:
+            return 0
+        with self._translate("update_document"):
+            res = self._client.update_by_query(
+                index=self._alias,
+                body={
+                    "query": {"term": {"document_id": document_id}},
+                    "script": {"lang": "painless", "source": " ".join(lines), "params": params},
+                },
+                refresh=True,
+                conflicts="proceed",
+            )
+        if res.get("failures"):
+            raise StoreUnavailable(f"OpenSearch could not update every chunk of {document_id}: {res['failures'][0]}")
+        return int(res.get("updated", 0))
+
     # --- reads -----------------------------------------------------------------------------------
     def count(self, document_id: str | None = None) -> int:
         query = {"term": {"document_id": document_id}} if document_id is not None else {"match_all": {}}
@@ -312,6 +347,10 @@ def _filter_clauses(flt: ChunkFilter) -> list[dict[str, Any]]:
     clauses: list[dict[str, Any]] = []
     if flt.collection is not None:
         clauses.append({"term": {"collection": flt.collection}})
+    if flt.collections is not None:
+        if not flt.collections:
+            return nothing
+        clauses.append({"terms": {"collection": list(flt.collections)}})
     if flt.document_ids is not None:
         if not flt.document_ids:
             return nothing
