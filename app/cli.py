@@ -1,4 +1,4 @@
-"""The same services from the command line: serve, ingest, search, ask, migrate."""
+"""The same services from the command line: serve, ingest, search, ask, migrate, reindex."""
 
 from __future__ import annotations
 
@@ -187,6 +187,52 @@ def migrate() -> None:
     engine = build_engine(settings)
     migrations.upgrade(engine)
     console.print(f"database at revision {migrations.current_revision(engine)}")
+
+
+@app.command()
+def reindex(
+    keep_old: Annotated[
+        bool, typer.Option("--keep-old", help="Keep the old index (OpenSearch) or file (chunks.db.old).")
+    ] = False,
+) -> None:
+    """Rebuild the chunk index with the configured embedding model (run it after changing KS_EMBEDDING_MODEL).
+
+    Re-embeds every stored chunk. OpenSearch: builds a new index beside the old one and moves the alias to it,
+    so searches keep working (pause uploads meanwhile, restart the service with the new model right after).
+    Embedded: STOP THE SERVICE FIRST; the new chunks.db replaces the old one when it is complete.
+    """
+    from app.providers.factory import build_embedder
+    from app.search.analysis import default_analyzer
+    from app.stores.vector.reindex import reindex as rebuild
+
+    settings = Settings()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as progress:
+        task = progress.add_task("documents", total=None)
+
+        def advance(done: int, total: int, chunks: int) -> None:
+            progress.update(task, completed=done, total=total, description=f"documents ({chunks} chunks)")
+
+        try:
+            report = rebuild(
+                settings, build_embedder(settings), default_analyzer(), keep_old=keep_old, progress=advance
+            )
+        except ConfigurationError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+        except AppError as exc:
+            err.print(f"[red]error:[/red] {exc.detail}")
+            raise typer.Exit(1) from exc
+    new = f"{report.new.embedding_model} (dimension {report.new.dimension})"
+    if report.old is None:
+        console.print(f"nothing to re-index at {report.source or report.target}: the index is created at start-up")
+        return
+    console.print(
+        f"re-indexed {report.documents} documents, {report.chunks} chunks in {report.seconds:.1f} s: "
+        f"{report.old.embedding_model} (dimension {report.old.dimension}) -> {new}; now serving {report.target}"
+        + (f"; the old index is kept at {report.kept_old}" if report.kept_old else "")
+    )
 
 
 def _is_loopback(host: str) -> bool:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import chat, documents, health, problems, search
+from app.api import admin, chat, documents, health, problems, search
 from app.core.config import Settings
 from app.core.container import Container, build_container
 
@@ -50,13 +50,14 @@ def create_app(
             {"name": "documents", "description": "Upload, list and delete documents."},
             {"name": "search", "description": "Hybrid keyword + vector search."},
             {"name": "chat", "description": "Grounded answers with citations."},
+            {"name": "admin", "description": "API keys, collection settings and the audit trail (admin scope)."},
             {"name": "health", "description": "Liveness and readiness."},
         ],
     )
     if container is not None:
         app.state.container = container
     problems.install(app)
-    for module in (health, documents, search, chat):
+    for module in (health, documents, search, chat, admin):
         app.include_router(module.router)
     logging.getLogger("app").setLevel(settings.log_level)
     return app

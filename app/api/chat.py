@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -13,6 +13,9 @@ from app.api.deps import CallerDep, ContainerDep, chunk_filter
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.schemas import ChatRequest, ChatResponse
 from app.chat.service import ChatEvent
+from app.core.audit import AuditLog, Pending
+from app.core.errors import AppError
+from app.core.security import Caller
 
 router = APIRouter(prefix="/v1", tags=["chat"], responses=PROBLEM_RESPONSES)
 
@@ -36,6 +39,7 @@ router = APIRouter(prefix="/v1", tags=["chat"], responses=PROBLEM_RESPONSES)
 async def chat(body: ChatRequest, container: ContainerDep, caller: CallerDep):  # type: ignore[no-untyped-def]
     """Ask a question; the answer cites the passages it rests on, or says the documents do not cover it."""
     caller.require("read")
+    audit = container.audit
     flt = chunk_filter(caller, body.collection, body.filters)
     if body.stream:
         # Retrieval happens before the first byte, so errors (unknown conversation, bad filter) are still
@@ -43,18 +47,28 @@ async def chat(body: ChatRequest, container: ContainerDep, caller: CallerDep):  
         events = await run_in_threadpool(
             _start_stream,
             container.chat.stream(
-                body.message, flt, conversation_id=body.conversation_id, top_k=body.top_k, owner=caller.principals
+                body.message,
+                flt,
+                conversation_id=body.conversation_id,
+                top_k=body.top_k,
+                owner=caller.principals,
+                model=body.model,
             ),
         )
-        return EventSourceResponse(_sse(events), ping=15)
-    answer = await run_in_threadpool(
-        container.chat.ask,
-        body.message,
-        flt,
-        conversation_id=body.conversation_id,
-        top_k=body.top_k,
-        owner=caller.principals,
-    )
+        return EventSourceResponse(
+            _sse(events, lambda done, status: _audit_stream(audit, caller, done, status)), ping=15
+        )
+    with audit.action(caller, "chat") as record:
+        answer = await run_in_threadpool(
+            container.chat.ask,
+            body.message,
+            flt,
+            conversation_id=body.conversation_id,
+            top_k=body.top_k,
+            owner=caller.principals,
+            model=body.model,
+        )
+        record.targets = [answer.conversation_id, *[c.chunk_id for c in answer.citations]]
     return ChatResponse(
         answer=answer.answer,
         citations=[c.as_dict() for c in answer.citations],  # type: ignore[misc]
@@ -62,6 +76,7 @@ async def chat(body: ChatRequest, container: ContainerDep, caller: CallerDep):  
         model=answer.model,
         usage=answer.usage.as_dict(),
         grounded=answer.grounded,
+        guardrail_intervened=answer.intervened,
     )
 
 
@@ -75,6 +90,19 @@ def _start_stream(events: Iterator[ChatEvent]) -> Iterator[ChatEvent]:
     return chained()
 
 
-def _sse(events: Iterator[ChatEvent]) -> Iterator[dict[str, str]]:
-    for event in events:
-        yield {"event": event.kind, "data": json.dumps(event.data, ensure_ascii=False)}
+def _sse(events: Iterator[ChatEvent], finished: Callable[[dict, int], None]) -> Iterator[dict[str, str]]:
+    """Relay events; a provider failure after the first byte becomes an `error` event with a problem body."""
+    try:
+        for event in events:
+            if event.kind == "done":
+                finished(event.data, 200)
+            yield {"event": event.kind, "data": json.dumps(event.data, ensure_ascii=False)}
+    except AppError as exc:
+        finished({}, exc.status)
+        problem = {"type": "about:blank", "title": exc.title, "status": exc.status, "detail": exc.detail}
+        yield {"event": "error", "data": json.dumps(problem, ensure_ascii=False)}
+
+
+def _audit_stream(audit: AuditLog, caller: Caller, done: dict, status: int) -> None:
+    targets = [done.get("conversation_id", ""), *[c["chunk_id"] for c in done.get("citations", [])]]
+    audit.record(caller, "chat", Pending(targets=targets, status=status))

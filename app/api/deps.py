@@ -18,10 +18,18 @@ def get_container(request: Request) -> Container:
 
 
 def get_caller(
+    request: Request,
     container: Annotated[Container, Depends(get_container)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_on_behalf_of: Annotated[
+        str | None,
+        Header(description="Principals to act for (keys with the 'impersonate' scope), e.g. user:bob,group:sales"),
+    ] = None,
 ) -> Caller:
-    return authenticate(container.settings, authorization)
+    caller = authenticate(container.settings, container.sessions, authorization, x_on_behalf_of)
+    request.state.key_id = caller.key_id
+    container.rate_limiter.check(caller.key_id)
+    return caller
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]
@@ -29,8 +37,12 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def chunk_filter(caller: Caller, collection: str | None, filters: dict[str, Any]) -> ChunkFilter:
+    """What the caller may retrieve: its collections and principals go into every store query."""
+    caller.check_read(collection)
     metadata = {k: (v["in"] if isinstance(v, dict) else v) for k, v in filters.items()}
-    return ChunkFilter(collection=collection, metadata=metadata, principals=caller.principals)
+    return ChunkFilter(
+        collection=collection, collections=caller.collections, metadata=metadata, principals=caller.principals
+    )
 
 
 def document_read(doc: Document, job: Job | None = None) -> DocumentRead:
@@ -42,6 +54,8 @@ def document_read(doc: Document, job: Job | None = None) -> DocumentRead:
         error=doc.error,
         content_type=doc.content_type,
         metadata=doc.metadata_ or {},
+        acl=doc.acl,
+        redactions=doc.redactions,
         chunk_count=doc.chunk_count,
         size_bytes=doc.size_bytes,
         filename=doc.filename,

@@ -1,4 +1,4 @@
-"""Documents: upload (multipart file or JSON text), list, get, chunks, delete."""
+"""Documents: upload (multipart file or JSON text), list, get, chunks, update, delete."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
 from app.api.deps import CallerDep, ContainerDep, chunk_filter, document_read, source_read
@@ -18,14 +18,21 @@ from app.api.schemas import (
     ChunkList,
     ChunkRead,
     DocumentPage,
+    DocumentPatch,
     DocumentRead,
+    Principal,
     TextDocumentCreate,
 )
-from app.core.errors import BadInput, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from app.core.container import Container
+from app.core.errors import BadInput, Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from app.core.security import Caller
 from app.ingest.service import Submitted, Upload
+from app.stores.sql.models import Document
 from app.stores.sql.repositories import DocumentRepository, JobRepository
+from app.stores.vector.base import UNSET
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
+_ACL = TypeAdapter(list[Principal])
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -44,6 +51,7 @@ _UPLOAD_BODY = {
                         "collection": {"type": "string", "default": "default", "pattern": COLLECTION_PATTERN},
                         "title": {"type": "string"},
                         "metadata": {"type": "string", "description": 'A JSON object, e.g. {"dept": "hr"}.'},
+                        "acl": {"type": "string", "description": 'A JSON list of principals, e.g. ["group:hr"].'},
                     },
                 }
             },
@@ -72,25 +80,31 @@ async def upload_document(
 ) -> DocumentRead:
     """Upload a document (multipart `file`, or JSON text) and index it."""
     caller.require("write")
-    upload = await _read_upload(request, container.settings.max_upload_bytes)
-    submitted: Submitted = await run_in_threadpool(container.ingest.submit, upload)
-    if not submitted.created:
-        response.status_code = status.HTTP_200_OK
-        return document_read(submitted.document, submitted.job)
-    job = submitted.job
-    assert job is not None
-    if not wait:
-        if container.worker is not None:
-            container.worker.notify()
-        response.status_code = status.HTTP_202_ACCEPTED
-        return document_read(submitted.document, job)
-    doc = await run_in_threadpool(container.ingest.run_job, job.id)
-    if doc.status == "failed":
-        # Nothing half-made stays behind: the client fixes the file and uploads again.
-        await run_in_threadpool(container.ingest.delete, doc.id)
-        raise Unprocessable(doc.error or "the document could not be indexed")
-    with container.sessions() as session:
-        return document_read(DocumentRepository(session).get(doc.id) or doc, JobRepository(session).get(job.id))
+    with container.audit.action(caller, "ingest") as audit:
+        upload = await _read_upload(request, container.settings.max_upload_bytes)
+        caller.check_write(upload.collection)
+        submitted: Submitted = await run_in_threadpool(container.ingest.submit, upload)
+        audit.targets = [submitted.document.id]
+        if not submitted.created:
+            if not await run_in_threadpool(_visible, container, caller, submitted.document.id):
+                raise Conflict("the same content already exists in this collection under another access list")
+            response.status_code = audit.status = status.HTTP_200_OK
+            return document_read(submitted.document, submitted.job)
+        job = submitted.job
+        assert job is not None
+        if not wait:
+            if container.worker is not None:
+                container.worker.notify()
+            response.status_code = audit.status = status.HTTP_202_ACCEPTED
+            return document_read(submitted.document, job)
+        doc = await run_in_threadpool(container.ingest.run_job, job.id)
+        if doc.status == "failed":
+            # Nothing half-made stays behind: the client fixes the file and uploads again.
+            await run_in_threadpool(container.ingest.delete, doc.id)
+            raise Unprocessable(doc.error or "the document could not be indexed")
+        audit.status = status.HTTP_201_CREATED
+        with container.sessions() as session:
+            return document_read(DocumentRepository(session).get(doc.id) or doc, JobRepository(session).get(job.id))
 
 
 @router.get("", response_model=DocumentPage)
@@ -101,10 +115,17 @@ def list_documents(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> DocumentPage:
-    """List documents, newest first, a page at a time."""
+    """List the documents the caller may read, newest first, a page at a time."""
     caller.require("read")
+    caller.check_read(collection)
     with container.sessions() as session:
-        docs, next_cursor = DocumentRepository(session).page(collection=collection, limit=limit, cursor=cursor)
+        docs, next_cursor = DocumentRepository(session).page(
+            collection=collection,
+            limit=limit,
+            cursor=cursor,
+            principals=caller.principals,
+            collections=caller.collections,
+        )
         return DocumentPage(items=[document_read(d) for d in docs], next_cursor=next_cursor)
 
 
@@ -113,9 +134,7 @@ def get_document(document_id: str, container: ContainerDep, caller: CallerDep) -
     """Get one document with its status and its latest ingest job."""
     caller.require("read")
     with container.sessions() as session:
-        doc = DocumentRepository(session).get(document_id)
-        if doc is None:
-            raise NotFound(f"document {document_id} does not exist")
+        doc = _readable(session, caller, document_id)
         return document_read(doc, JobRepository(session).latest_for(doc.id))
 
 
@@ -124,8 +143,7 @@ def get_chunks(document_id: str, container: ContainerDep, caller: CallerDep) -> 
     """The document's chunks in order, with where each came from."""
     caller.require("read")
     with container.sessions() as session:
-        if DocumentRepository(session).get(document_id) is None:
-            raise NotFound(f"document {document_id} does not exist")
+        _readable(session, caller, document_id)
     chunks = container.store.get_chunks(document_id, chunk_filter(caller, None, {}))
     return ChunkList(
         items=[
@@ -141,12 +159,50 @@ def get_chunks(document_id: str, container: ContainerDep, caller: CallerDep) -> 
     )
 
 
+@router.patch("/{document_id}", response_model=DocumentRead)
+def update_document(document_id: str, body: DocumentPatch, container: ContainerDep, caller: CallerDep) -> DocumentRead:
+    """Change a document's title, metadata or access list (`acl`); its chunks follow at once."""
+    caller.require("write")
+    with container.audit.action(caller, "update", [document_id]):
+        with container.sessions() as session:
+            caller.check_write(_readable(session, caller, document_id).collection)
+        given = body.model_fields_set
+        doc = container.ingest.update(
+            document_id,
+            title=body.title,
+            metadata=body.metadata if "metadata" in given else None,
+            acl=body.acl if "acl" in given else UNSET,
+        )
+        return document_read(doc)
+
+
 @router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def delete_document(document_id: str, container: ContainerDep, caller: CallerDep) -> Response:
     """Delete a document and every chunk of it."""
     caller.require("write")
-    container.ingest.delete(document_id)
+    with container.audit.action(caller, "delete", [document_id]) as audit:
+        with container.sessions() as session:
+            caller.check_write(_readable(session, caller, document_id).collection)
+        container.ingest.delete(document_id)
+        audit.status = status.HTTP_204_NO_CONTENT
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _readable(session: Any, caller: Caller, document_id: str) -> Document:
+    doc = DocumentRepository(session).visible(document_id, principals=caller.principals, collections=caller.collections)
+    if doc is None:
+        raise NotFound(f"document {document_id} does not exist")
+    return doc
+
+
+def _visible(container: Container, caller: Caller, document_id: str) -> bool:
+    with container.sessions() as session:
+        return (
+            DocumentRepository(session).visible(
+                document_id, principals=caller.principals, collections=caller.collections
+            )
+            is not None
+        )
 
 
 # --- reading the upload -------------------------------------------------------------------------------
@@ -174,14 +230,15 @@ async def _json_upload(request: Request, limit: int) -> Upload:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise Unprocessable(f"the JSON body is not valid: {where}: {first.get('msg')}") from exc
-    filename = "document.md" if body.format == "markdown" else "document.txt"
+    markdown = body.format == "markdown"
     return Upload(
         data=body.text.encode("utf-8"),
         collection=body.collection,
-        filename=filename,
-        declared_type="text/markdown" if body.format == "markdown" else "text/plain",
+        filename="document.md" if markdown else "document.txt",
+        declared_type="text/markdown" if markdown else "text/plain",
         title=body.title,
         metadata=body.metadata,
+        acl=body.acl or None,
     )
 
 
@@ -195,9 +252,7 @@ async def _form_upload(request: Request, limit: int) -> Upload:
         raise PayloadTooLarge(f"the file is larger than the limit of {limit} bytes (KS_MAX_UPLOAD_MB)")
     collection = str(form.get("collection") or "default")
     if not re.match(COLLECTION_PATTERN, collection):
-        raise BadInput(
-            "collection names use letters, digits, '_', '.', '-' (up to 128, starting with a letter or digit)"
-        )
+        raise BadInput("collection names use letters, digits, '_', '.', '-' (up to 128, starting with a letter/digit)")
     title = form.get("title")
     return Upload(
         data=data,
@@ -205,17 +260,28 @@ async def _form_upload(request: Request, limit: int) -> Upload:
         filename=file.filename,
         declared_type=file.content_type,
         title=str(title)[:512] if title else None,
-        metadata=_parse_metadata(form.get("metadata")),
+        metadata=_parse_json_field(form.get("metadata"), "metadata", dict, '{"dept": "hr"}') or {},
+        acl=_parse_acl(form.get("acl")),
     )
 
 
-def _parse_metadata(raw: Any) -> dict[str, Any]:
+def _parse_json_field(raw: Any, name: str, kind: type, example: str) -> Any:
     if raw is None or raw == "":
-        return {}
+        return None
     try:
         value = json.loads(str(raw))
     except json.JSONDecodeError as exc:
-        raise BadInput(f"metadata is not valid JSON ({exc.msg} at position {exc.pos}): send a JSON object") from exc
-    if not isinstance(value, dict):
-        raise BadInput('metadata must be a JSON object, like {"dept": "hr"}')
+        raise BadInput(f"{name} is not valid JSON ({exc.msg} at position {exc.pos}): send e.g. {example}") from exc
+    if not isinstance(value, kind):
+        raise BadInput(f"{name} must be a JSON {'object' if kind is dict else 'list'}, like {example}")
     return value
+
+
+def _parse_acl(raw: Any) -> list[str] | None:
+    value = _parse_json_field(raw, "acl", list, '["group:hr", "user:alice"]')
+    if value is None:
+        return None
+    try:
+        return _ACL.validate_python(value) or None
+    except ValidationError as exc:
+        raise BadInput("acl entries are principals like 'user:alice' or 'group:hr' (kind:name)") from exc

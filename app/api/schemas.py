@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+PRINCIPAL_PATTERN = r"^[a-z][a-z0-9_-]{0,31}:[^\s,]{1,200}$"
+Principal = Annotated[str, Field(pattern=PRINCIPAL_PATTERN, examples=["group:hr"])]
 FilterValue = str | int | float | bool | dict[str, list[str | int | float | bool]]
 
 
@@ -53,6 +55,10 @@ class DocumentRead(BaseModel):
     error: str | None = Field(None, description="Why the document failed, when status is 'failed'.")
     content_type: str
     metadata: dict[str, Any]
+    acl: list[str] | None = Field(
+        None, description="Principals allowed to read; null: everyone who can read the collection."
+    )
+    redactions: int | None = Field(None, description="PII matches removed at ingest; null when redaction was off.")
     chunk_count: int
     size_bytes: int
     filename: str | None = None
@@ -90,6 +96,17 @@ class TextDocumentCreate(BaseModel):
     format: Literal["text", "markdown"] = "text"
     collection: str = Field("default", pattern=COLLECTION_PATTERN)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    acl: list[Principal] | None = Field(None, description='Principals allowed to read, e.g. ["group:hr"].')
+
+
+class DocumentPatch(BaseModel):
+    """Fields to change; omitted fields stay as they are. `acl: null` makes the document readable by all."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"acl": ["group:hr", "user:alice"]}]})
+
+    title: str | None = Field(None, min_length=1, max_length=512)
+    metadata: dict[str, Any] | None = None
+    acl: list[Principal] | None = None
 
 
 class SourceRead(BaseModel):
@@ -187,6 +204,8 @@ class ChatRequest(BaseModel):
     collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
     filters: dict[str, FilterValue] = Field(default_factory=dict)
     top_k: int | None = Field(None, ge=1, le=20, description="How many passages to ground the answer on.")
+    model: str | None = Field(None, max_length=256, description="Another chat model the operator allows "
+                                                                "(KS_CHAT_ALLOWED_MODELS); default: KS_CHAT_MODEL.")
     stream: bool = Field(False, description="Reply as Server-Sent Events: citations, deltas, done.")
 
     _filters = field_validator("filters")(SearchRequest._filters.__func__)  # type: ignore[attr-defined]
@@ -217,6 +236,8 @@ class ChatResponse(BaseModel):
     )
     usage: dict[str, int]
     grounded: bool = Field(description="False when the documents did not cover the question.")
+    guardrail_intervened: bool = Field(False, description="True when a guardrail replaced the answer; `answer` then "
+                                                          "holds the guardrail's message.")
 
 
 class Health(BaseModel):

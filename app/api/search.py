@@ -16,8 +16,10 @@ router = APIRouter(prefix="/v1", tags=["search"], responses=PROBLEM_RESPONSES)
 async def search(body: SearchRequest, container: ContainerDep, caller: CallerDep) -> SearchResponse:
     """Find the chunks that best answer a query, with their documents and source positions."""
     caller.require("read")
-    flt = chunk_filter(caller, body.collection, body.filters)
-    outcome = await run_in_threadpool(container.search.search, body.query, flt, body.top_k, body.mode)
+    with container.audit.action(caller, "search") as audit:
+        flt = chunk_filter(caller, body.collection, body.filters)
+        outcome = await run_in_threadpool(container.search.search, body.query, flt, body.top_k, body.mode)
+        audit.targets = [h.chunk.document_id for h in outcome.hits]
     return SearchResponse(
         results=[
             SearchResult(

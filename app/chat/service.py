@@ -13,6 +13,7 @@ from app.chat.citations import cited_numbers, strip_unknown
 from app.core.errors import NotFound
 from app.providers.base import ChatModel, Generation, GenerationRequest, Source, Turn, Usage
 from app.providers.local import not_covered_message
+from app.providers.prompt import pick_model
 from app.search.service import ScoredChunk, SearchService
 from app.stores.sql.repositories import ConversationRepository
 from app.stores.vector.base import ChunkFilter
@@ -48,6 +49,7 @@ class ChatAnswer:
     model: str
     usage: Usage
     grounded: bool
+    intervened: bool = False
     took_ms: float = 0.0
 
 
@@ -75,7 +77,9 @@ class ChatService:
         *,
         top_k: int = 5,
         min_similarity: float = 0.8,
+        allowed_models: list[str] | None = None,
     ) -> None:
+        self._allowed_models = list(allowed_models or [])
         self._sessions = sessions
         self._search = search
         self._model = model
@@ -90,9 +94,10 @@ class ChatService:
         conversation_id: str | None = None,
         top_k: int | None = None,
         owner: list[str] | None = None,
+        model: str | None = None,
     ) -> ChatAnswer:
         started = time.perf_counter()
-        prepared = self._prepare(message, flt, conversation_id, top_k, owner)
+        prepared = self._prepare(message, flt, conversation_id, top_k, owner, model)
         if not prepared.sources:
             generation = Generation(text=not_covered_message(message), model=self._model.model_id)
         else:
@@ -109,8 +114,9 @@ class ChatService:
         conversation_id: str | None = None,
         top_k: int | None = None,
         owner: list[str] | None = None,
+        model: str | None = None,
     ) -> Iterator[ChatEvent]:
-        prepared = self._prepare(message, flt, conversation_id, top_k, owner)
+        prepared = self._prepare(message, flt, conversation_id, top_k, owner, model)
         yield ChatEvent(
             "citations",
             {
@@ -141,13 +147,22 @@ class ChatService:
                 "model": answer.model,
                 "usage": answer.usage.as_dict(),
                 "grounded": answer.grounded,
+                "guardrail_intervened": answer.intervened,
             },
         )
 
     # --- steps -----------------------------------------------------------------------------------
     def _prepare(
-        self, message: str, flt: ChunkFilter, conversation_id: str | None, top_k: int | None, owner: list[str] | None
+        self,
+        message: str,
+        flt: ChunkFilter,
+        conversation_id: str | None,
+        top_k: int | None,
+        owner: list[str] | None,
+        model: str | None = None,
     ) -> _Prepared:
+        # Refuse a model the operator did not allow before any retrieval work is done.
+        chosen = pick_model(model, self._model.model_id, self._allowed_models) if model else None
         with self._sessions.begin() as session:
             conversations = ConversationRepository(session)
             if conversation_id is not None:
@@ -181,6 +196,7 @@ class ChatService:
             question=message,
             sources=[Source(n=c.n, title=c.title, text=c.quote) for c in sources],
             history=history,
+            model=chosen,
         )
         return _Prepared(conv_id, request, sources)
 
@@ -201,7 +217,8 @@ class ChatService:
             conversation_id=prepared.conversation_id,
             model=generation.model,
             usage=generation.usage,
-            grounded=bool(citations),
+            grounded=bool(citations) and not generation.intervened,
+            intervened=generation.intervened,
         )
 
 

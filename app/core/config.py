@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_timeout_s: float = Field(default=60.0, gt=0)
 
+    # --- access control ---
+    # Requests per minute per API key (0: no limit). Counted per process: behind N replicas the total is N times.
+    rate_limit_per_minute: int = Field(600, ge=0)
+    audit_retention_days: int = Field(365, ge=1)
+
     log_level: str = "INFO"
 
     @field_validator("chunk_overlap")

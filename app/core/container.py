@@ -9,7 +9,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.chat.service import ChatService
+from app.core.audit import AuditLog
 from app.core.config import Settings
+from app.core.ratelimit import KeyRateLimiter
 from app.ingest.blobs import BlobStore
 from app.ingest.service import IngestService
 from app.ingest.worker import JobWorker
@@ -37,6 +39,8 @@ class Container:
     ingest: IngestService
     search: SearchService
     chat: ChatService
+    audit: AuditLog
+    rate_limiter: KeyRateLimiter
     worker: JobWorker | None = None
 
     def start_workers(self) -> None:
@@ -48,6 +52,9 @@ class Container:
         if self.worker is not None:
             self.worker.stop()
         self.store.close()
+        closer = getattr(self.chat_model, "close", None)
+        if callable(closer):
+            closer()
         self.engine.dispose()
 
 
@@ -88,6 +95,24 @@ def build_container(
         embed_batch_size=settings.embed_batch_size,
     )
     chat = ChatService(
-        sessions, search, chat_model, top_k=settings.chat_top_k, min_similarity=settings.chat_min_similarity
+        sessions,
+        search,
+        chat_model,
+        top_k=settings.chat_top_k,
+        min_similarity=settings.chat_min_similarity,
+        allowed_models=settings.chat_allowed_models,
     )
-    return Container(settings, engine, sessions, store, embedder, chat_model, analyzer, ingest, search, chat)
+    return Container(
+        settings,
+        engine,
+        sessions,
+        store,
+        embedder,
+        chat_model,
+        analyzer,
+        ingest,
+        search,
+        chat,
+        audit=AuditLog(sessions, settings.audit_retention_days),
+        rate_limiter=KeyRateLimiter(settings.rate_limit_per_minute),
+    )

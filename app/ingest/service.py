@@ -18,11 +18,12 @@ from app.core.errors import AppError, NotFound, PayloadTooLarge, Unprocessable
 from app.ingest.blobs import BlobStore
 from app.ingest.chunking import chunk_document
 from app.ingest.parsers import detect_content_type, parse
+from app.ingest.redaction import redact_document
 from app.providers.base import Embedder
 from app.search.analysis import Analyzer
 from app.stores.sql.models import Document, Job
 from app.stores.sql.repositories import CollectionRepository, DocumentRepository, JobRepository
-from app.stores.vector.base import ChunkRecord, ChunkStore
+from app.stores.vector.base import UNSET, ChunkRecord, ChunkStore, Unset
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +102,10 @@ class IngestService:
                     size_bytes=len(upload.data),
                     content_hash=digest,
                     metadata_=upload.metadata or {},
-                    acl=upload.acl,
                     status="queued",
                 )
             )
+            docs.set_readers(doc, upload.acl)
             job = JobRepository(session).add(Job(document_id=doc.id, kind="ingest", status="queued"))
             self._blobs.put(doc.id, upload.data)
         return Submitted(doc, job, created=True)
@@ -159,7 +160,13 @@ class IngestService:
                 raise NotFound(f"document {doc_id} does not exist")
             content_type, title, filename = doc.content_type, doc.title, doc.filename
             collection, metadata, acl = doc.collection, dict(doc.metadata_ or {}), doc.acl
+            coll = CollectionRepository(session).get(collection)
+            redact = bool(coll and coll.redact_pii)
         parsed = parse(self._blobs.get(doc_id), content_type)
+        redactions = None
+        if redact:  # before anything is chunked, embedded or stored
+            parsed, redactions = redact_document(parsed)
+            self._record_redactions(doc_id, redactions)
         # Without a title from the client, the document's own title beats its file name.
         if parsed.title and title in ("Untitled", _title_from_filename(filename)):
             title = parsed.title.strip()[:512] or title
@@ -196,6 +203,12 @@ class IngestService:
                 progress(done, total)
         return total
 
+    def _record_redactions(self, doc_id: str, count: int) -> None:
+        with self._sessions.begin() as session:
+            doc = DocumentRepository(session).get(doc_id)
+            if doc is not None:
+                doc.redactions = count
+
     def _set_progress(
         self, job_id: str, done: int, total: int, *, title: str | None = None, doc_id: str | None = None
     ) -> None:
@@ -207,6 +220,37 @@ class IngestService:
                 doc = DocumentRepository(session).get(doc_id)
                 if doc is not None:
                     doc.title = title
+
+    # --- update ----------------------------------------------------------------------------------
+    def update(
+        self,
+        document_id: str,
+        *,
+        title: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        acl: list[str] | None | Unset = UNSET,
+    ) -> Document:
+        """Change title, metadata or ACL in both stores. Whichever side restricts access is written first, so a
+        crash in between never shows the document's text to more readers than either ACL allows."""
+        with self._sessions.begin() as session:
+            docs = DocumentRepository(session)
+            doc = docs.get(document_id)
+            if doc is None:
+                raise NotFound(f"document {document_id} does not exist")
+            opening_up = not isinstance(acl, Unset) and (
+                acl is None or (doc.acl is not None and set(doc.acl) <= set(acl))
+            )
+            if not opening_up:
+                self._store.update_document(document_id, title=title, metadata=metadata, acl=acl)
+            if title is not None:
+                doc.title = title
+            if metadata is not None:
+                doc.metadata_ = metadata
+            if not isinstance(acl, Unset):
+                docs.set_readers(doc, acl)
+        if opening_up:
+            self._store.update_document(document_id, title=title, metadata=metadata, acl=acl)
+        return doc
 
     # --- delete ----------------------------------------------------------------------------------
     def delete(self, document_id: str) -> None:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 import boto3
@@ -60,7 +61,8 @@ def _client(service: str, settings: Settings) -> Any:
     """A boto3 client with explicit retries and timeouts. Region None: boto3's chain (AWS_REGION, profile)."""
     config = Config(
         region_name=settings.aws_region,
-        retries={"mode": settings.bedrock_retry_mode, "max_attempts": settings.bedrock_max_attempts},
+        # total_max_attempts counts the first call too; botocore's "max_attempts" key counts only retries.
+        retries={"mode": settings.bedrock_retry_mode, "total_max_attempts": settings.bedrock_max_attempts},
         connect_timeout=settings.bedrock_connect_timeout_s,
         read_timeout=settings.bedrock_read_timeout_s,
         max_pool_connections=max(10, settings.embed_concurrency),
@@ -91,6 +93,7 @@ def _translate(exc: Exception, client: Any, *, model_id: str, setting: str, acti
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
+        code = code[:1].upper() + code[1:]  # mid-stream errors arrive as "throttlingException"
         message = str(error.get("Message", "")) or code
         if code in _THROTTLING:
             return RateLimited(
@@ -132,15 +135,9 @@ def _translate(exc: Exception, client: Any, *, model_id: str, setting: str, acti
 
 
 def _retry_after(response: dict[str, Any]) -> str:
-    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-    try:
-        if "retry-after" in headers:
-            return str(max(1, int(float(headers["retry-after"]))))
-        if "x-amz-retry-after" in headers:  # milliseconds
-            return str(max(1, -(-int(headers["x-amz-retry-after"]) // 1000)))
-    except ValueError:
-        pass
-    return str(DEFAULT_RETRY_AFTER_S)
+    """Seconds, from Bedrock's own hint (x-amz-retry-after, in ms) when it gave one."""
+    hint = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-retry-after", "")
+    return str(max(1, -(-int(hint) // 1000))) if hint.isdigit() else str(DEFAULT_RETRY_AFTER_S)
 
 
 class BedrockChatModel:
@@ -189,12 +186,14 @@ class BedrockChatModel:
         return model, kwargs
 
     def _call(self, model: str, fn: Callable[[], T], action: str) -> T:
+        if self._guardrail is not None:
+            action += " (and bedrock:ApplyGuardrail on the guardrail)"
         return _call(self._client, fn, model_id=model, setting="KS_CHAT_MODEL", action=action)
 
     def generate(self, request: GenerationRequest) -> Generation:
         model, kwargs = self._request(request)
         started = time.perf_counter()
-        response = self._call(model, lambda: self._client.converse(**kwargs), "bedrock:InvokeModel")
+        response = self._call(model, partial(self._client.converse, **kwargs), "bedrock:InvokeModel")
         content = response.get("output", {}).get("message", {}).get("content", [])
         text = "".join(block.get("text", "") for block in content)
         stop = response.get("stopReason", "")
@@ -206,7 +205,7 @@ class BedrockChatModel:
         model, kwargs = self._request(request)
         action = "bedrock:InvokeModelWithResponseStream"
         started = time.perf_counter()
-        response = self._call(model, lambda: self._client.converse_stream(**kwargs), action)
+        response = self._call(model, partial(self._client.converse_stream, **kwargs), action)
         events = response["stream"]
         pieces: list[str] = []
         stop = ""
@@ -238,15 +237,9 @@ def _usage(raw: dict[str, Any] | None) -> Usage:
 
 
 def _log_chat(operation: str, model: str, started: float, usage: Usage, stop: str) -> None:
-    log.info(
-        "bedrock %s model=%s latency_ms=%d input_tokens=%d output_tokens=%d stop_reason=%s",
-        operation,
-        model,
-        (time.perf_counter() - started) * 1000,
-        usage.input_tokens,
-        usage.output_tokens,
-        stop,
-    )
+    ms, tokens_in, tokens_out = (time.perf_counter() - started) * 1000, usage.input_tokens, usage.output_tokens
+    fmt = "bedrock %s model=%s latency_ms=%d input_tokens=%d output_tokens=%d stop_reason=%s"
+    log.info(fmt, operation, model, ms, tokens_in, tokens_out, stop)
 
 
 class BedrockEmbedder:
@@ -303,14 +296,9 @@ class BedrockEmbedder:
         raw = raw.reshape(len(texts), self.dimension)
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
         vectors = raw / np.where(norms == 0, 1, norms)  # the Embedder protocol promises unit vectors
-        log.info(
-            "bedrock embed model=%s texts=%d requests=%d latency_ms=%d input_tokens=%d",
-            self.model_id,
-            len(texts),
-            len(results),
-            (time.perf_counter() - started) * 1000,
-            sum(tokens for _, tokens in results),
-        )
+        ms, tokens_in = (time.perf_counter() - started) * 1000, sum(tokens for _, tokens in results)
+        fmt = "bedrock embed model=%s texts=%d requests=%d latency_ms=%d input_tokens=%d"
+        log.info(fmt, self.model_id, len(texts), len(results), ms, tokens_in)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def _map(self, fn: Callable[[Any], T], items: list[Any]) -> list[T]:
@@ -376,24 +364,12 @@ class BedrockReranker:
                 },
             },
         }
-        results: list[tuple[int, float]] = []
-        while True:
-            response = _call(
-                self._client,
-                lambda: self._client.rerank(**kwargs),
-                model_id=self.model_id,
-                setting="KS_RERANK_MODEL",
-                action="bedrock:Rerank and bedrock:InvokeModel",
-            )
-            results.extend((int(r["index"]), float(r["relevanceScore"])) for r in response.get("results", []))
-            if not response.get("nextToken"):
-                break
-            kwargs["nextToken"] = response["nextToken"]
+        action = "bedrock:Rerank and bedrock:InvokeModel"
+        call = partial(self._client.rerank, **kwargs)
+        response = _call(self._client, call, model_id=self.model_id, setting="KS_RERANK_MODEL", action=action)
+        # numberOfResults <= 1000 sources: one page holds every result, no nextToken to follow.
+        results = [(int(r["index"]), float(r["relevanceScore"])) for r in response.get("results", [])]
         results.sort(key=lambda r: -r[1])
-        log.info(
-            "bedrock rerank model=%s documents=%d latency_ms=%d",
-            self.model_id,
-            len(texts),
-            (time.perf_counter() - started) * 1000,
-        )
+        ms = (time.perf_counter() - started) * 1000
+        log.info("bedrock rerank model=%s documents=%d latency_ms=%d", self.model_id, len(texts), ms)
         return results[:top_n]

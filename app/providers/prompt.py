@@ -34,6 +34,8 @@ the language of the sources.
 
 # Japanese, Chinese and Korean characters, plus full-width forms.
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+# [n] markers in earlier answers point at that turn's sources, not this one's: they are dropped from history.
+_OLD_CITATION = re.compile(r"\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
 _WORD = re.compile(r"[^\s\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]+")
 
 
@@ -79,15 +81,17 @@ def trim_history(history: Sequence[Turn], max_tokens: int) -> list[Turn]:
 
     Consecutive turns of one role are merged, the kept part starts with a user turn and ends with an
     assistant turn (the new question follows it), and older turns go first when the budget runs out.
+    Citation markers are removed from earlier answers since their numbers meant other sources.
     """
     merged: list[Turn] = []
     for turn in history:
-        if not turn.content.strip():
+        content = _OLD_CITATION.sub("", turn.content) if turn.role == "assistant" else turn.content
+        if not content.strip():
             continue
         if merged and merged[-1].role == turn.role:
-            merged[-1] = Turn(role=turn.role, content=f"{merged[-1].content}\n\n{turn.content}")
+            merged[-1] = Turn(role=turn.role, content=f"{merged[-1].content}\n\n{content}")
         else:
-            merged.append(Turn(role=turn.role, content=turn.content))
+            merged.append(Turn(role=turn.role, content=content))
     # A trailing user turn had no answer (e.g. the model failed): the new question replaces it.
     while merged and merged[-1].role != "assistant":
         merged.pop()

@@ -6,7 +6,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -36,6 +48,8 @@ class Collection(Base):
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     description: Mapped[str | None] = mapped_column(Text)
+    # Remove e-mail addresses, phone/card/My Number numbers before chunks are stored or embedded.
+    redact_pii: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -60,10 +74,23 @@ class Document(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     error: Mapped[str | None] = mapped_column(Text)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    # How many PII matches were replaced at ingest (None: redaction was off).
+    redactions: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="document", cascade="all, delete-orphan")
+    readers: Mapped[list[DocumentReader]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+
+class DocumentReader(Base):
+    """One row per principal in a document's ACL, so visibility is a SQL predicate on every backend."""
+
+    __tablename__ = "document_readers"
+    __table_args__ = (Index("ix_document_readers_principal", "principal", "document_id"),)
+
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(256), primary_key=True)
 
 
 class Job(Base):
@@ -112,3 +139,32 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    # sha256 of the secret; the secret itself is shown once and never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    principals: Mapped[list[str]] = mapped_column(JSON)
+    collections: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at", "at"), Index("ix_audit_events_action_at", "action", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    principals: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    action: Mapped[str] = mapped_column(String(32))
+    target_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(String(512))

@@ -7,16 +7,29 @@ import binascii
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.errors import BadInput
-from app.stores.sql.models import Collection, Conversation, Document, Job, Message, utcnow
+from app.stores.sql.models import (
+    ApiKey,
+    AuditEvent,
+    Collection,
+    Conversation,
+    Document,
+    DocumentReader,
+    Job,
+    Message,
+    utcnow,
+)
 
 
 class CollectionRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def get(self, name: str) -> Collection | None:
+        return self.session.get(Collection, name)
 
     def ensure(self, name: str) -> Collection:
         found = self.session.get(Collection, name)
@@ -37,6 +50,20 @@ class DocumentRepository:
     def get(self, document_id: str) -> Document | None:
         return self.session.get(Document, document_id)
 
+    def visible(
+        self, document_id: str, *, principals: list[str] | None, collections: list[str] | None
+    ) -> Document | None:
+        """The document, or None when it does not exist or the caller may not read it."""
+        stmt = select(Document).where(Document.id == document_id)
+        return self.session.scalar(_visibility(stmt, principals, collections))
+
+    def set_readers(self, document: Document, principals: list[str] | None) -> None:
+        self.session.execute(delete(DocumentReader).where(DocumentReader.document_id == document.id))
+        for p in dict.fromkeys(principals or []):
+            self.session.add(DocumentReader(document_id=document.id, principal=p))
+        document.acl = list(dict.fromkeys(principals)) if principals else None
+        self.session.flush()
+
     def by_hash(self, collection: str, content_hash: str) -> Document | None:
         return self.session.scalar(
             select(Document).where(Document.collection == collection, Document.content_hash == content_hash)
@@ -55,9 +82,15 @@ class DocumentRepository:
         return set(self.session.scalars(select(Document.id)))
 
     def page(
-        self, *, collection: str | None, limit: int, cursor: str | None, visible_to: list[str] | None = None
+        self,
+        *,
+        collection: str | None,
+        limit: int,
+        cursor: str | None,
+        principals: list[str] | None = None,
+        collections: list[str] | None = None,
     ) -> tuple[list[Document], str | None]:
-        stmt = select(Document)
+        stmt = _visibility(select(Document), principals, collections)
         if collection is not None:
             stmt = stmt.where(Document.collection == collection)
         if cursor:
@@ -159,6 +192,21 @@ class ConversationRepository:
         return msg
 
 
+def _visibility(stmt, principals: list[str] | None, collections: list[str] | None):  # type: ignore[no-untyped-def]
+    """Access control as SQL: documents without readers are public; others need a shared principal."""
+    if collections is not None:
+        stmt = stmt.where(Document.collection.in_(collections))
+    if principals is not None:
+        restricted = select(DocumentReader.document_id).where(DocumentReader.document_id == Document.id).exists()
+        allowed = (
+            select(DocumentReader.document_id)
+            .where(DocumentReader.document_id == Document.id, DocumentReader.principal.in_(principals))
+            .exists()
+        )
+        stmt = stmt.where(or_(~restricted, allowed))
+    return stmt
+
+
 def _encode_cursor(created: datetime, doc_id: str) -> str:
     raw = f"{created.astimezone(UTC).isoformat()}|{doc_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -171,3 +219,46 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), doc_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadInput("cursor is not valid: pass the next_cursor value from a previous page") from exc
+
+
+class ApiKeyRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def any_active(self) -> bool:
+        return self.session.scalar(select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1)) is not None
+
+    def by_hash(self, key_hash: str) -> ApiKey | None:
+        return self.session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+
+    def get(self, key_id: str) -> ApiKey | None:
+        return self.session.get(ApiKey, key_id)
+
+    def add(self, key: ApiKey) -> ApiKey:
+        self.session.add(key)
+        self.session.flush()
+        return key
+
+    def all(self) -> list[ApiKey]:
+        return list(self.session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)))
+
+
+class AuditRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, event: AuditEvent) -> None:
+        self.session.add(event)
+        self.session.flush()
+
+    def query(self, *, since: datetime | None, action: str | None, limit: int) -> list[AuditEvent]:
+        stmt = select(AuditEvent)
+        if since is not None:
+            stmt = stmt.where(AuditEvent.at >= since)
+        if action is not None:
+            stmt = stmt.where(AuditEvent.action == action)
+        return list(self.session.scalars(stmt.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)))
+
+    def prune(self, older_than: datetime) -> int:
+        result = self.session.execute(delete(AuditEvent).where(AuditEvent.at < older_than))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]

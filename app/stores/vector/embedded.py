@@ -91,6 +91,14 @@ class EmbeddedChunkStore:
                 )
             self._dim = info.dimension
 
+    def index_info(self) -> IndexInfo | None:
+        """What built the index, without the model check (re-index reads through a store opened this way)."""
+        with self._lock:
+            model, dim = self._conn.execute(
+                "SELECT embedding_model, dimension FROM store_state WHERE id = 1"
+            ).fetchone()
+        return None if model is None else IndexInfo(embedding_model=model, dimension=int(dim))
+
     def ping(self) -> None:
         try:
             with self._lock:

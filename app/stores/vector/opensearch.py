@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -136,6 +137,58 @@ class OpenSearchChunkStore:
                     f"(dimension {info.dimension}). Vectors from different models cannot be mixed: "
                     "set KS_EMBEDDING_MODEL back, or rebuild the index with `knowledge-search reindex`."
                 )
+
+    # --- re-index (app.stores.vector.reindex) ----------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The alias (for a re-index target, the concrete index) this store reads and writes."""
+        return self._alias
+
+    def indices(self) -> list[str]:
+        """The concrete indices behind the alias; empty when it does not exist yet."""
+        with self._translate("indices"):
+            if not self._client.indices.exists_alias(name=self._alias):
+                return []
+            return sorted(self._client.indices.get_alias(name=self._alias))
+
+    def index_info(self) -> IndexInfo | None:
+        """What built the index behind the alias (its ``_meta``), without the model check."""
+        with self._translate("index_info"):
+            if not self._client.indices.exists(index=self._alias):
+                return None
+            mappings = self._client.indices.get_mapping(index=self._alias)
+        for body in mappings.values():
+            meta = body.get("mappings", {}).get("_meta") or {}
+            if meta.get("embedding_model") is not None:
+                return IndexInfo(embedding_model=meta["embedding_model"], dimension=int(meta.get("dimension") or 0))
+        return None
+
+    def create_reindex_target(self, info: IndexInfo) -> OpenSearchChunkStore:
+        """A new concrete index for ``info``, not behind the alias yet, and a store that writes to it."""
+        name = index_name(self._alias, info)
+        with self._translate("create_reindex_target"):
+            if self._client.indices.exists(index=name):
+                # The same model again, or an index kept by --keep-old: never reuse it, take a new name.
+                name = f"{name}-r{time.strftime('%Y%m%d%H%M%S')}"
+            body = index_body(info, shards=self._shards, replicas=self._replicas)
+            self._client.indices.create(index=name, body=body)
+        return OpenSearchChunkStore(self._client, name, shards=self._shards, replicas=self._replicas)
+
+    def move_alias(self, target: OpenSearchChunkStore, *, delete_old: bool) -> list[str]:
+        """Point the alias at ``target``'s index in one atomic ``_aliases`` call; returns the indices it left."""
+        old = self.indices()
+        actions: list[dict[str, Any]] = [{"remove": {"index": i, "alias": self._alias}} for i in old]
+        actions.append({"add": {"index": target.name, "alias": self._alias}})
+        with self._translate("move_alias"):
+            self._client.indices.update_aliases(body={"actions": actions})
+            if delete_old and old:
+                self._client.indices.delete(index=",".join(old))
+        return old
+
+    def drop(self) -> None:
+        """Delete the concrete index this store writes to (an unfinished re-index target)."""
+        with self._translate("drop"):
+            self._client.indices.delete(index=self._alias, ignore_unavailable=True)
 
     def ping(self) -> None:
         with self._translate("ping"):
