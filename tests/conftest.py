@@ -68,9 +68,12 @@ def migrated_postgres(postgres_url: str) -> Iterator[str]:
 def _truncate(url: str) -> None:
     from sqlalchemy import create_engine, text
 
+    from app.stores.sql.models import Base
+
     engine = create_engine(url)
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE messages, conversations, jobs, documents, collections CASCADE"))
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
 
 
