@@ -44,9 +44,11 @@ def serve(
     """Run the REST API (Swagger UI at /docs)."""
     import uvicorn
 
+    from app.core.observability import configure_logging
     from app.main import create_app
 
     settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
     if settings.admin_key is None and not _is_loopback(host):
         err.print(
             f"[red]error:[/red] refusing to serve on {host} without an API key. Set KS_ADMIN_KEY, "
@@ -60,7 +62,18 @@ def serve(
     if sample:
         _ingest_paths(container, [Path(str(files("app") / "samples"))], "samples", {})
     app_ = create_app(settings, container=container, close_container=True)
-    uvicorn.run(app_, host=host, port=port, log_level=workers_log_level)
+    uvicorn.run(
+        app_,
+        host=host,
+        port=port,
+        log_level=workers_log_level,
+        log_config=None,  # uvicorn's records go through configure_logging's handler
+        access_log=False,  # the app writes its own access line, with route, request id and key id
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        root_path=settings.root_path,  # the gateway strips this prefix; /docs and the page link under it
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+    )
 
 
 @app.command()
@@ -233,6 +246,78 @@ def reindex(
         f"{report.old.embedding_model} (dimension {report.old.dimension}) -> {new}; now serving {report.target}"
         + (f"; the old index is kept at {report.kept_old}" if report.kept_old else "")
     )
+
+
+keys_app = typer.Typer(help="Create, list and revoke API keys (no admin key needed in a shell history).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="What the key is for, e.g. hr-portal.")],
+    scope: Annotated[list[str], typer.Option("--scope", "-s", help="read, write, admin, impersonate (repeat).")],
+    principal: Annotated[list[str] | None, typer.Option("--principal", "-p", help="e.g. group:hr (repeat).")] = None,
+    collection: Annotated[list[str] | None, typer.Option("--collection", "-c", help="Limit to (repeat).")] = None,
+) -> None:
+    """Create a key and print its secret once (to stdout, so it can go straight into a secret store)."""
+    from pydantic import ValidationError
+
+    from app.api.admin import KeyCreate, create_key
+
+    try:
+        body = KeyCreate(name=name, scopes=scope, principals=principal or [], collections=collection or None)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err.print(f"[red]error:[/red] {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
+        raise typer.Exit(2) from exc
+    container = _container()
+    try:
+        created = create_key(container, body)
+    finally:
+        container.close()
+    err.print(f"created key {created.id} ({created.name}); the secret below is shown only once")
+    print(created.key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (never their secrets)."""
+    from app.stores.sql.repositories import ApiKeyRepository
+
+    container = _container()
+    try:
+        with container.sessions() as session:
+            keys = ApiKeyRepository(session).all()
+    finally:
+        container.close()
+    table = Table("id", "name", "prefix", "scopes", "principals", "collections", "revoked")
+
+    for k in keys:
+        table.add_row(
+            k.id,
+            k.name,
+            k.prefix,
+            ",".join(k.scopes),
+            ",".join(k.principals),
+            ",".join(k.collections) if k.collections is not None else "*",
+            "yes" if k.revoked_at else "",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (see `keys list`).")]) -> None:
+    """Revoke a key: its next request gets 401."""
+    from app.api.admin import revoke
+
+    container = _container()
+    try:
+        revoke(container, key_id)
+    except AppError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from exc
+    finally:
+        container.close()
+    err.print(f"revoked {key_id}")
 
 
 def _is_loopback(host: str) -> bool:

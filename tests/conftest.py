@@ -18,6 +18,11 @@ import pytest
 from app.core.config import Settings
 
 REQUIRE_SERVICES = os.environ.get("KS_REQUIRE_SERVICES") == "1"
+# Tests build their own settings: the service's own KS_ variables (e.g. the KS_DATABASE_URL that
+# `scripts/services up` exports) must not leak into them. Only the test services' addresses stay.
+_KEEP = {"KS_TEST_DATABASE_URL", "KS_OPENSEARCH_URL", "KS_REQUIRE_SERVICES"}
+for _name in [n for n in os.environ if n.startswith("KS_") and n not in _KEEP]:
+    del os.environ[_name]
 SAMPLES = Path(__file__).resolve().parent.parent / "app" / "samples"
 
 

@@ -155,3 +155,31 @@ def test_cli_ingest_search_ask(settings: Settings, tmp_path: Path):
     assert found.returncode == 0 and "B2" in found.stdout
     answer = run("ask", "Where do visitors park?")
     assert answer.returncode == 0 and "level B2" in answer.stdout and "[1]" in answer.stdout
+
+
+def test_cli_keys_create_list_revoke(settings: Settings):
+    env = _env(settings)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN), "keys", *args], env=env, capture_output=True, text=True, timeout=120)
+
+    created = run("create", "portal", "--scope", "read", "--principal", "group:hr", "--collection", "hr")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("ks_") and "\n" not in secret
+    listed = run("list")
+    assert "portal" in listed.stdout and "group:hr" in listed.stdout and secret not in listed.stdout
+    key_id = created.stderr.split("created key ")[1].split()[0]
+    assert run("revoke", key_id).returncode == 0
+    revoked_row = next(line for line in run("list").stdout.splitlines() if "portal" in line)
+    assert "yes" in revoked_row
+    assert run("create", "bad", "--scope", "root").returncode == 2
+    # the key created from the CLI works against a running service
+    server = Server(settings, **{})
+    try:
+        new = run("create", "reader", "--scope", "read").stdout.strip()
+        headers = {"Authorization": f"Bearer {new}"}
+        assert httpx.get(f"{server.url}/v1/documents", headers=headers).status_code == 200
+        assert httpx.get(f"{server.url}/v1/documents").status_code == 401  # keys exist: no anonymous access
+    finally:
+        server.stop()
