@@ -248,6 +248,57 @@ def reindex(
     )
 
 
+@app.command()
+def worker(
+    threads: Annotated[int, typer.Option(help="Jobs run at the same time in this process.")] = 1,
+) -> None:
+    """Run ingest jobs from the shared queue (scale-out: run many, on many machines, against Postgres)."""
+    import signal
+    import threading
+
+    from app.ingest.worker import JobWorker
+
+    container = _container()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    report = container.ingest.recover()
+    if not report.clean:
+        err.print(f"repaired after an earlier stop: {report}")
+    jobs = JobWorker(container.sessions, container.ingest, threads=threads, lease_s=container.settings.job_lease_s)
+    jobs.start()
+    err.print(f"worker running {threads} thread(s); Ctrl-C to stop after the current step")
+    stop.wait()
+    jobs.stop()
+    container.close()
+
+
+@app.command()
+def doctor(
+    fix: Annotated[bool, typer.Option("--fix", help="Repair what is found.")] = False,
+) -> None:
+    """Compare the metadata store with the chunk store and report (or --fix) differences."""
+    container = _container()
+    try:
+        report = container.ingest.inspect()
+        console.print(f"documents being deleted: {len(report.unfinished_deletes)}")
+        console.print(f"chunks whose document is gone (documents): {len(report.orphan_chunk_documents)}")
+        console.print(f"indexed documents missing chunks: {len(report.wrong_chunk_counts)}")
+        for doc_id, (expected, found) in sorted(report.wrong_chunk_counts.items())[:20]:
+            console.print(f"  {doc_id}: {found} of {expected} chunks")
+        if report.clean:
+            console.print("[green]consistent[/green]")
+            return
+        if fix:
+            container.ingest.recover(report)
+            console.print("[green]repaired[/green]")
+            return
+    finally:
+        container.close()
+    err.print("run `knowledge-search doctor --fix` to repair")
+    raise typer.Exit(1)
+
+
 keys_app = typer.Typer(help="Create, list and revoke API keys (no admin key needed in a shell history).")
 app.add_typer(keys_app, name="keys")
 

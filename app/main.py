@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, documents, health, problems, search
+from app.api import admin, chat, documents, health, jobs, metrics, problems, search
+from app.core import observability
 from app.core.config import Settings
 from app.core.container import Container, build_container
 
@@ -34,12 +35,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = container is None or close_container
         app.state.container = container or build_container(settings)
+        metrics.instrument_container(app.state.container, app.state.metrics)
         app.state.container.start_workers()
         try:
             yield
         finally:
             if owned:
                 app.state.container.close()
+            if app.state.tracer_provider is not None:  # flush the last spans
+                app.state.tracer_provider.shutdown()
 
     app = FastAPI(
         title="knowledge-search",
@@ -48,6 +52,7 @@ def create_app(
         lifespan=lifespan,
         openapi_tags=[
             {"name": "documents", "description": "Upload, list and delete documents."},
+            {"name": "jobs", "description": "Ingest jobs: status and progress."},
             {"name": "search", "description": "Hybrid keyword + vector search."},
             {"name": "chat", "description": "Grounded answers with citations."},
             {"name": "admin", "description": "API keys, collection settings and the audit trail (admin scope)."},
@@ -56,8 +61,11 @@ def create_app(
     )
     if container is not None:
         app.state.container = container
+    app.state.metrics = observability.Metrics()
     problems.install(app)
-    for module in (health, documents, search, chat, admin):
+    observability.install(app, settings, app.state.metrics)
+    metrics.install(app)
+    for module in (health, documents, jobs, search, chat, admin):
         app.include_router(module.router)
     logging.getLogger("app").setLevel(settings.log_level)
     return app

@@ -57,17 +57,23 @@ def opensearch_url() -> str:
 
 @pytest.fixture(scope="session")
 def migrated_postgres(postgres_url: str) -> Iterator[str]:
-    """Migrate the test database once per run (from scratch)."""
-    from sqlalchemy import create_engine, text
+    """A database of this test run's own (so concurrent runs never meet), migrated once, dropped at the end."""
+    from sqlalchemy import create_engine, make_url, text
 
     from app.stores.sql import migrate
 
-    engine = create_engine(postgres_url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    name = f"ks_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
     migrate.upgrade(engine)
     engine.dispose()
-    yield postgres_url
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def _truncate(url: str) -> None:

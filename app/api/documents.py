@@ -24,7 +24,15 @@ from app.api.schemas import (
     TextDocumentCreate,
 )
 from app.core.container import Container
-from app.core.errors import BadInput, Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from app.core.errors import (
+    BadInput,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    StoreUnavailable,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from app.core.security import Caller
 from app.ingest.service import Submitted, Upload
 from app.stores.sql.models import Document
@@ -98,6 +106,13 @@ async def upload_document(
             response.status_code = audit.status = status.HTTP_202_ACCEPTED
             return document_read(submitted.document, job)
         doc = await run_in_threadpool(container.ingest.run_job, job.id)
+        if doc.status == "queued":  # a transient failure: the job is queued again with a backoff
+            raise StoreUnavailable(
+                f"the document could not be indexed yet ({doc.error}); it stays queued and is retried "
+                f"automatically: follow GET /v1/jobs/{job.id}",
+                headers={"Retry-After": "5"},
+                extra={"document_id": doc.id, "job_id": job.id},
+            )
         if doc.status == "failed":
             # Nothing half-made stays behind: the client fixes the file and uploads again.
             await run_in_threadpool(container.ingest.delete, doc.id)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -50,6 +51,10 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(50.0, gt=0)
     embed_batch_size: int = Field(32, ge=1, le=512)
     ingest_workers: int = Field(1, ge=0, le=32, description="In-process workers for wait=false uploads.")
+    # A worker that stops renewing its lease (it died) loses the job to another worker after this long.
+    job_lease_s: float = Field(120.0, gt=0)
+    job_max_attempts: int = Field(5, ge=1, le=50)
+    job_backoff_s: float = Field(2.0, ge=0)
 
     # Search
     rrf_k: int = Field(60, ge=1)
@@ -96,6 +101,37 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(365, ge=1)
 
     log_level: str = "INFO"
+
+    # --- observability and gateway ---
+    # Log lines of `serve`: one JSON object per line, or plain text.
+    log_format: Literal["json", "text"] = "json"
+    # OpenTelemetry tracing (extra "otel"), configured by the standard OTEL_* variables.
+    otel_enabled: bool = False
+    # Path prefix the gateway serves us under, e.g. /kb (for /docs, openapi.json and the page).
+    root_path: str = Field("", pattern=r"^(/[A-Za-z0-9._~-]+)*/?$")
+    # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated IPs or CIDRs, "*" for any); empty: none.
+    forwarded_allow_ips: str = ""
+    # Browser origins allowed to call the API (comma-separated or a JSON list); empty: no CORS, the default.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Request bodies above this get 413 (uploads to /v1/documents have KS_MAX_UPLOAD_MB instead).
+    max_body_mb: float = Field(1.0, gt=0)
+    # Seconds open requests (streamed answers included) get to finish on SIGTERM.
+    shutdown_grace_s: int = Field(25, ge=0)
+    # Each readiness check that has not answered within this is reported as "timeout".
+    ready_timeout_s: float = Field(2.0, gt=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = v.strip()
+            return json.loads(v) if v.startswith("[") else [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @field_validator("root_path")
+    @classmethod
+    def _no_trailing_slash(cls, v: str) -> str:
+        return v.rstrip("/")
 
     @field_validator("chunk_overlap")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -44,9 +45,21 @@ class Container:
     worker: JobWorker | None = None
 
     def start_workers(self) -> None:
+        """Repair what an earlier crash left (in the background), then run queued jobs."""
         if self.settings.ingest_workers > 0 and self.worker is None:
-            self.worker = JobWorker(self.sessions, self.ingest, threads=self.settings.ingest_workers)
+            threading.Thread(target=self._recover, name="recover", daemon=True).start()
+            self.worker = JobWorker(
+                self.sessions, self.ingest, threads=self.settings.ingest_workers, lease_s=self.settings.job_lease_s
+            )
             self.worker.start()
+
+    def _recover(self) -> None:
+        try:
+            report = self.ingest.recover()
+            if not report.clean:
+                log.warning("repaired after an earlier stop: %s", report)
+        except Exception:
+            log.exception("start-up consistency check failed; run `knowledge-search doctor`")
 
     def close(self) -> None:
         if self.worker is not None:
@@ -93,6 +106,9 @@ def build_container(
         chunk_overlap=settings.chunk_overlap,
         max_upload_bytes=settings.max_upload_bytes,
         embed_batch_size=settings.embed_batch_size,
+        max_attempts=settings.job_max_attempts,
+        lease_s=settings.job_lease_s,
+        backoff_s=settings.job_backoff_s,
     )
     chat = ChatService(
         sessions,

@@ -10,6 +10,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,7 +22,7 @@ from app.ingest.parsers import detect_content_type, parse
 from app.ingest.redaction import redact_document
 from app.providers.base import Embedder
 from app.search.analysis import Analyzer
-from app.stores.sql.models import Document, Job
+from app.stores.sql.models import Document, Job, utcnow
 from app.stores.sql.repositories import CollectionRepository, DocumentRepository, JobRepository
 from app.stores.vector.base import UNSET, ChunkRecord, ChunkStore, Unset
 
@@ -61,7 +62,13 @@ class IngestService:
         chunk_overlap: int,
         max_upload_bytes: int,
         embed_batch_size: int = 32,
+        max_attempts: int = 5,
+        lease_s: float = 120.0,
+        backoff_s: float = 2.0,
     ) -> None:
+        self._max_attempts = max_attempts
+        self._lease = timedelta(seconds=lease_s)
+        self._backoff_s = backoff_s
         self._sessions = sessions
         self._store = store
         self._embedder = embedder
@@ -86,9 +93,9 @@ class IngestService:
         with self._sessions.begin() as session:
             docs = DocumentRepository(session)
             existing = docs.by_hash(upload.collection, digest)
-            if existing is not None and existing.status != "failed":
+            if existing is not None and existing.status not in ("failed", "deleting"):
                 return Submitted(existing, JobRepository(session).latest_for(existing.id), created=False)
-            if existing is not None:  # a failed earlier attempt: start it again from scratch
+            if existing is not None:  # a failed (or half-deleted) earlier attempt: start again from scratch
                 self._store.delete_document(existing.id)
                 self._blobs.delete(existing.id)
                 docs.delete(existing)
@@ -112,7 +119,12 @@ class IngestService:
 
     # --- process ---------------------------------------------------------------------------------
     def run_job(self, job_id: str, progress: Progress | None = None) -> Document:
-        """Parse, chunk, embed and index the job's document. Errors mark the document failed."""
+        """Parse, chunk, embed and index the job's document.
+
+        A permanent error (the file itself is bad: a 4xx) fails the document at once, with the reason. A
+        transient one (a store or provider briefly unavailable) puts the job back in the queue with a backoff,
+        up to ``max_attempts``; the document is then ``queued`` with the last error.
+        """
         with self._sessions.begin() as session:
             job = JobRepository(session).get(job_id)
             if job is None:
@@ -121,36 +133,53 @@ class IngestService:
             if doc.status == "indexed":
                 job.status = "succeeded"
                 return doc
+            if job.status != "running":  # run directly (wait=true), not claimed by a worker: count the attempt
+                job.attempts += 1
             doc.status, job.status = "processing", "running"
-            doc_id = doc.id
+            job.lease_until = utcnow() + self._lease
+            doc_id, attempts = doc.id, job.attempts
         try:
             chunk_count = self._index(doc_id, job_id, progress)
         except Exception as exc:  # the reason is stored on the document; nothing half-indexed stays
-            reason = exc.detail if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, AppError):
-                log.exception("ingest of document %s failed", doc_id)
-            self._store.delete_document(doc_id)
-            with self._sessions.begin() as session:
-                doc = DocumentRepository(session).get(doc_id)
-                job = JobRepository(session).get(job_id)
-                if doc is not None:
-                    doc.status, doc.error, doc.chunk_count = "failed", reason, 0
-                if job is not None:
-                    job.status, job.error = "failed", reason
-            if doc is None:
-                raise NotFound(f"document {doc_id} was deleted while it was being ingested") from exc
-            return doc
+            return self._failed(doc_id, job_id, attempts, exc)
         with self._sessions.begin() as session:
             doc = DocumentRepository(session).get(doc_id)
             job = JobRepository(session).get(job_id)
-            if doc is None:  # deleted meanwhile: drop what we indexed
+            if doc is None or doc.status == "deleting":  # deleted meanwhile: drop what we indexed
                 self._store.delete_document(doc_id)
                 raise NotFound(f"document {doc_id} was deleted while it was being ingested")
             doc.status, doc.error, doc.chunk_count = "indexed", None, chunk_count
             if job is not None:
-                job.status, job.error = "succeeded", None
+                job.status, job.error, job.lease_until = "succeeded", None, None
                 job.progress_done = job.progress_total = chunk_count
             self._blobs.delete(doc_id)
+        return doc
+
+    def _failed(self, doc_id: str, job_id: str, attempts: int, exc: Exception) -> Document:
+        permanent = isinstance(exc, AppError) and 400 <= exc.status < 500
+        reason = exc.detail if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, AppError):
+            log.exception("ingest of document %s failed", doc_id)
+        retry = not permanent and attempts < self._max_attempts
+        try:
+            self._store.delete_document(doc_id)
+        except Exception:  # the store is what failed: the retry (or the start-up cleanup) removes leftovers
+            log.warning("could not remove partial chunks of %s now; they are removed on retry", doc_id)
+        with self._sessions.begin() as session:
+            doc = DocumentRepository(session).get(doc_id)
+            job = JobRepository(session).get(job_id)
+            if doc is None or doc.status == "deleting":
+                raise NotFound(f"document {doc_id} was deleted while it was being ingested") from exc
+            if retry:
+                delay = self._backoff_s * 2 ** max(attempts - 1, 0)
+                doc.status, doc.error = "queued", f"attempt {attempts} failed, retrying in {delay:.0f} s: {reason}"
+                if job is not None:
+                    job.status, job.error, job.lease_until = "queued", doc.error, None
+                    job.run_after = utcnow() + timedelta(seconds=delay)
+            else:
+                doc.status, doc.error, doc.chunk_count = "failed", reason, 0
+                if job is not None:
+                    job.status, job.error, job.lease_until = "failed", reason, None
         return doc
 
     def _index(self, doc_id: str, job_id: str, progress: Progress | None) -> int:
@@ -216,6 +245,7 @@ class IngestService:
             job = JobRepository(session).get(job_id)
             if job is not None:
                 job.progress_done, job.progress_total = done, total
+                job.lease_until = utcnow() + self._lease  # still alive: keep the lease
             if title is not None and doc_id is not None:
                 doc = DocumentRepository(session).get(doc_id)
                 if doc is not None:
@@ -254,16 +284,72 @@ class IngestService:
 
     # --- delete ----------------------------------------------------------------------------------
     def delete(self, document_id: str) -> None:
+        """Mark the document ``deleting`` (it disappears from every read at once), remove its chunks, then its
+        row. A crash at any point is finished by ``recover()`` at the next start."""
+        with self._sessions.begin() as session:
+            doc = DocumentRepository(session).get(document_id)
+            if doc is None or doc.status == "deleting":
+                raise NotFound(f"document {document_id} does not exist")
+            doc.status = "deleting"
+        self._finish_delete(document_id)
+
+    def _finish_delete(self, document_id: str) -> None:
+        self._store.delete_document(document_id)
         with self._sessions.begin() as session:
             docs = DocumentRepository(session)
             doc = docs.get(document_id)
-            if doc is None:
-                raise NotFound(f"document {document_id} does not exist")
-            # Chunks first: a crash after this leaves a document without chunks (visible, fixable),
-            # never chunks without a document.
-            self._store.delete_document(document_id)
-            docs.delete(doc)
+            if doc is not None:
+                docs.delete(doc)
         self._blobs.delete(document_id)
+
+    # --- consistency -----------------------------------------------------------------------------
+    def inspect(self) -> Inconsistencies:
+        """Differences between the metadata store and the chunk store."""
+        stored = self._store.chunk_counts()  # the chunk store first: a document added meanwhile is not an orphan
+        with self._sessions() as session:
+            docs = DocumentRepository(session)
+            known = docs.all_ids()
+            deleting = docs.ids_with_status("deleting")
+            indexed = docs.indexed_counts()
+        return Inconsistencies(
+            orphan_chunk_documents=sorted(set(stored) - known),
+            unfinished_deletes=sorted(deleting),
+            wrong_chunk_counts={d: (n, stored.get(d, 0)) for d, n in indexed.items() if stored.get(d, 0) != n},
+        )
+
+    def recover(self, report: Inconsistencies | None = None) -> Inconsistencies:
+        """Repair what a crash can leave: finish deletes, drop chunks without a document, and fail documents
+        whose chunks are not all there (their originals are gone: they must be uploaded again). Each finding
+        is checked again right before it is repaired, so work done meanwhile by other workers is left alone."""
+        report = report or self.inspect()
+        for doc_id in report.unfinished_deletes:
+            self._finish_delete(doc_id)
+        for doc_id in report.orphan_chunk_documents:
+            with self._sessions() as session:
+                if DocumentRepository(session).get(doc_id) is not None:
+                    continue
+            self._store.delete_document(doc_id)
+        for doc_id, (expected, _) in report.wrong_chunk_counts.items():
+            found = self._store.count(doc_id)
+            with self._sessions.begin() as session:
+                doc = DocumentRepository(session).get(doc_id)
+                if doc is None or doc.status != "indexed" or doc.chunk_count == found:
+                    continue
+                doc.status, doc.chunk_count = "failed", 0
+                doc.error = f"the chunk store held {found} of its {expected} chunks; upload the document again"
+            self._store.delete_document(doc_id)
+        return report
+
+
+@dataclass(slots=True)
+class Inconsistencies:
+    orphan_chunk_documents: list[str]
+    unfinished_deletes: list[str]
+    wrong_chunk_counts: dict[str, tuple[int, int]]
+
+    @property
+    def clean(self) -> bool:
+        return not (self.orphan_chunk_documents or self.unfinished_deletes or self.wrong_chunk_counts)
 
 
 def _title_from_filename(filename: str | None) -> str | None:

@@ -12,13 +12,18 @@ from app.ingest.service import IngestService
 from app.stores.sql.repositories import JobRepository
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(minutes=10)
 
 
 class JobWorker:
     def __init__(
-        self, sessions: sessionmaker[Session], ingest: IngestService, threads: int = 1, poll_seconds: float = 1.0
+        self,
+        sessions: sessionmaker[Session],
+        ingest: IngestService,
+        threads: int = 1,
+        poll_seconds: float = 1.0,
+        lease_s: float = 120.0,
     ) -> None:
+        self._lease = timedelta(seconds=lease_s)
         self._sessions = sessions
         self._ingest = ingest
         self._threads = [
@@ -60,7 +65,7 @@ class JobWorker:
 
     def _run_one(self) -> bool:
         with self._sessions.begin() as session:
-            job = JobRepository(session).claim_next(LEASE)
+            job = JobRepository(session).claim_next(self._lease)
             job_id = job.id if job else None
         if job_id is None:
             return False

@@ -55,7 +55,7 @@ class DocumentRepository:
     ) -> Document | None:
         """The document, or None when it does not exist or the caller may not read it."""
         stmt = select(Document).where(Document.id == document_id)
-        return self.session.scalar(_visibility(stmt, principals, collections))
+        return self.session.scalar(visible_documents(stmt, principals, collections))
 
     def set_readers(self, document: Document, principals: list[str] | None) -> None:
         self.session.execute(delete(DocumentReader).where(DocumentReader.document_id == document.id))
@@ -81,6 +81,13 @@ class DocumentRepository:
     def all_ids(self) -> set[str]:
         return set(self.session.scalars(select(Document.id)))
 
+    def ids_with_status(self, status: str) -> set[str]:
+        return set(self.session.scalars(select(Document.id).where(Document.status == status)))
+
+    def indexed_counts(self) -> dict[str, int]:
+        rows = self.session.execute(select(Document.id, Document.chunk_count).where(Document.status == "indexed"))
+        return {doc_id: n for doc_id, n in rows}
+
     def page(
         self,
         *,
@@ -90,7 +97,7 @@ class DocumentRepository:
         principals: list[str] | None = None,
         collections: list[str] | None = None,
     ) -> tuple[list[Document], str | None]:
-        stmt = _visibility(select(Document), principals, collections)
+        stmt = visible_documents(select(Document), principals, collections)
         if collection is not None:
             stmt = stmt.where(Document.collection == collection)
         if cursor:
@@ -128,7 +135,12 @@ class JobRepository:
         now = utcnow()
         stmt = (
             select(Job.id)
-            .where(or_(Job.status == "queued", and_(Job.status == "running", Job.lease_until < now)))
+            .where(
+                or_(
+                    and_(Job.status == "queued", or_(Job.run_after.is_(None), Job.run_after <= now)),
+                    and_(Job.status == "running", Job.lease_until < now),
+                )
+            )
             .order_by(Job.created_at)
             .limit(1)
         )
@@ -140,7 +152,9 @@ class JobRepository:
         claimed = self.session.execute(
             update(Job)
             .where(Job.id == job_id, or_(Job.status == "queued", Job.lease_until < now))
-            .values(status="running", lease_until=now + lease, attempts=Job.attempts + 1, updated_at=now)
+            .values(
+                status="running", lease_until=now + lease, attempts=Job.attempts + 1, updated_at=now, run_after=None
+            )
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             return None
@@ -192,8 +206,10 @@ class ConversationRepository:
         return msg
 
 
-def _visibility(stmt, principals: list[str] | None, collections: list[str] | None):  # type: ignore[no-untyped-def]
-    """Access control as SQL: documents without readers are public; others need a shared principal."""
+def visible_documents(stmt, principals: list[str] | None, collections: list[str] | None):  # type: ignore[no-untyped-def]
+    """Access control as SQL: documents without readers are public; others need a shared principal.
+    Documents being deleted are already gone for every reader."""
+    stmt = stmt.where(Document.status != "deleting")
     if collections is not None:
         stmt = stmt.where(Document.collection.in_(collections))
     if principals is not None:

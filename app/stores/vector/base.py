@@ -130,6 +130,9 @@ class ChunkStore(Protocol):
     def document_ids(self) -> set[str]:
         """Every document id that has chunks (for consistency checks)."""
 
+    def chunk_counts(self) -> dict[str, int]:
+        """Chunks per document id, for every document that has any."""
+
     def ping(self) -> None:
         """Raise StoreUnavailable when the store does not answer."""
 

@@ -227,8 +227,11 @@ class EmbeddedChunkStore:
             return self._conn.execute("SELECT count(*) FROM chunks WHERE document_id = ?", (document_id,)).fetchone()[0]
 
     def document_ids(self) -> set[str]:
+        return set(self.chunk_counts())
+
+    def chunk_counts(self) -> dict[str, int]:
         with self._lock:
-            return {r[0] for r in self._conn.execute("SELECT DISTINCT document_id FROM chunks")}
+            return dict(self._conn.execute("SELECT document_id, count(*) FROM chunks GROUP BY document_id"))
 
     def get_chunks(self, document_id: str, flt: ChunkFilter | None = None) -> list[ChunkRecord]:
         where, params = _filter_sql(flt or ChunkFilter(), alias="c")

@@ -281,15 +281,18 @@ class OpenSearchChunkStore:
             return int(self._client.count(index=self._alias, body={"query": query})["count"])
 
     def document_ids(self) -> set[str]:
+        return set(self.chunk_counts())
+
+    def chunk_counts(self) -> dict[str, int]:
         composite: dict[str, Any] = {"size": _PAGE, "sources": [{"id": {"terms": {"field": "document_id"}}}]}
         body = {"size": 0, "track_total_hits": False, "aggs": {"ids": {"composite": composite}}}
-        ids: set[str] = set()
-        with self._translate("document_ids"):
+        counts: dict[str, int] = {}
+        with self._translate("chunk_counts"):
             while True:
                 agg = self._client.search(index=self._alias, body=body)["aggregations"]["ids"]
-                ids.update(b["key"]["id"] for b in agg["buckets"])
+                counts.update((b["key"]["id"], int(b["doc_count"])) for b in agg["buckets"])
                 if len(agg["buckets"]) < _PAGE or "after_key" not in agg:
-                    return ids
+                    return counts
                 composite["after"] = agg["after_key"]
 
     def get_chunks(self, document_id: str, flt: ChunkFilter | None = None) -> list[ChunkRecord]:
