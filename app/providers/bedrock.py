@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,8 @@ DEFAULT_RETRY_AFTER_S = 5
 _THROTTLING = {"ThrottlingException", "TooManyRequestsException", "ServiceQuotaExceededException"}
 _UNAVAILABLE = {"ServiceUnavailableException", "ModelNotReadyException", "InternalServerException"}
 _INTERVENED = {"guardrail_intervened", "content_filtered"}
+# Cross-region (system-defined) inference profile ids: the model id behind a geography prefix.
+_PROFILE = re.compile(r"(?:us|us-gov|eu|apac|jp|au|ca|global)\.(?=[a-z])")
 COHERE_MAX_BATCH = 96  # Cohere Embed v3 takes at most 96 texts per request
 
 
@@ -80,6 +83,19 @@ def _model_arn(client: Any, model_id: str) -> str:
     return f"arn:{client.meta.partition}:bedrock:{client.meta.region_name}::foundation-model/{model_id}"
 
 
+def _policy_resources(client: Any, model_id: str) -> str:
+    """The ARNs an IAM policy must cover to invoke ``model_id``, for an access-denied detail."""
+    profile = _PROFILE.match(model_id)
+    if profile is None:
+        return f"{_model_arn(client, model_id)} (for a cross-region inference profile, on the profile and its models)"
+    partition, region = client.meta.partition, client.meta.region_name
+    return (
+        f"the inference profile arn:{partition}:bedrock:{region}:<account-id>:inference-profile/{model_id} and "
+        f"its foundation model in every destination region, arn:{partition}:bedrock:*::foundation-model/"
+        f"{model_id[profile.end() :]}"
+    )
+
+
 def _call(client: Any, fn: Callable[[], T], *, model_id: str, setting: str, action: str) -> T:
     try:
         return fn()
@@ -104,9 +120,9 @@ def _translate(exc: Exception, client: Any, *, model_id: str, setting: str, acti
         if code == "AccessDeniedException":
             return ProviderUnavailable(
                 f"Bedrock denied access to {model_id} in {region}: {message}. Grant this service's IAM role "
-                f"{action} on {_model_arn(client, model_id)} (for a cross-region inference profile, on the "
-                f"profile and its foundation models too), and enable access to the model in the Bedrock console "
-                f"(Model access) for this account and region."
+                f"{action} on {_policy_resources(client, model_id)}, and check that the model is enabled for this "
+                f"account and region in the Bedrock console (Model access, or the Model catalog where that page is "
+                f"retired; Anthropic models need the one-time use-case form)."
             )
         if code in ("ValidationException", "ResourceNotFoundException"):
             return ProviderError(
