@@ -61,10 +61,19 @@ class Settings(BaseSettings):
     candidate_multiplier: int = Field(4, ge=1, le=50)
     min_candidates: int = Field(50, ge=1, le=1000)
 
+    # --- ranking ---
+    # How hybrid search merges keyword and vector results: rrf (ranks, with rrf_k), minmax or zscore
+    # (normalized scores, weighted by fusion_weight_vector for vectors and 1 - that for keywords).
+    fusion: Literal["rrf", "minmax", "zscore"] = "rrf"
+    fusion_weight_vector: float = Field(0.5, ge=0.0, le=1.0)
+
     # Chat
     chat_top_k: int = Field(5, ge=1, le=50)
     # Cosine similarity (query vs chunk) below which a chunk does not count as covering the question.
-    chat_min_similarity: float = Field(0.80, ge=-1.0, le=1.0)
+    # None: 0.80 for the local multilingual-e5 (calibrated on the sample corpus: related passages score 0.82+,
+    # unrelated ones 0.70-0.79); 0.0 for other embedders, whose scale differs: their chat model is told to say
+    # when the sources do not cover a question. Set it after measuring your embedder.
+    chat_min_similarity: float | None = Field(None, ge=-1.0, le=1.0)
     chat_max_sentences: int = Field(3, ge=1, le=20)
 
     # --- model providers (Bedrock, OpenAI-compatible) ---

@@ -92,6 +92,8 @@ def build_container(
         embedder,
         analyzer,
         rrf_k=settings.rrf_k,
+        fusion=settings.fusion,
+        fusion_weight_vector=settings.fusion_weight_vector,
         candidate_multiplier=settings.candidate_multiplier,
         min_candidates=settings.min_candidates,
         reranker=build_reranker(settings),
@@ -115,7 +117,7 @@ def build_container(
         search,
         chat_model,
         top_k=settings.chat_top_k,
-        min_similarity=settings.chat_min_similarity,
+        min_similarity=_min_similarity(settings),
         allowed_models=settings.chat_allowed_models,
     )
     return Container(
@@ -132,3 +134,9 @@ def build_container(
         audit=AuditLog(sessions, settings.audit_retention_days),
         rate_limiter=KeyRateLimiter(settings.rate_limit_per_minute),
     )
+
+
+def _min_similarity(settings: Settings) -> float:
+    if settings.chat_min_similarity is not None:
+        return settings.chat_min_similarity
+    return 0.80 if settings.embedding_provider == "local" else 0.0
