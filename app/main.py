@@ -46,6 +46,8 @@ def create_app(
                 app.state.tracer_provider.shutdown()
 
     app = FastAPI(
+        # Operation ids are the route functions' names (upload_document, search, ...): stable for generated clients.
+        generate_unique_id_function=lambda route: route.name,
         title="knowledge-search",
         version="0.1.0",
         description=DESCRIPTION,
@@ -64,8 +66,8 @@ def create_app(
     app.state.metrics = observability.Metrics()
     problems.install(app)
     observability.install(app, settings, app.state.metrics)
-    metrics.install(app)
     for module in (health, documents, jobs, search, chat, admin):
         app.include_router(module.router)
+    metrics.install(app)  # /metrics, the page at / and its static files
     logging.getLogger("app").setLevel(settings.log_level)
     return app

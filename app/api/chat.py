@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse
 
 from app.api.deps import CallerDep, ContainerDep, chunk_filter
+from app.api.metrics import chat_timer
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.schemas import ChatRequest, ChatResponse
 from app.chat.service import ChatEvent
@@ -36,9 +37,10 @@ router = APIRouter(prefix="/v1", tags=["chat"], responses=PROBLEM_RESPONSES)
         }
     },
 )
-async def chat(body: ChatRequest, container: ContainerDep, caller: CallerDep):  # type: ignore[no-untyped-def]
+async def chat(body: ChatRequest, container: ContainerDep, caller: CallerDep, request: Request):  # type: ignore[no-untyped-def]
     """Ask a question; the answer cites the passages it rests on, or says the documents do not cover it."""
     caller.require("read")
+    timer = chat_timer(request, container.settings.chat_provider, stream=body.stream)
     audit = container.audit
     flt = chunk_filter(caller, body.collection, body.filters)
     if body.stream:
@@ -46,13 +48,15 @@ async def chat(body: ChatRequest, container: ContainerDep, caller: CallerDep):  
         # ordinary problem+json replies.
         events = await run_in_threadpool(
             _start_stream,
-            container.chat.stream(
-                body.message,
-                flt,
-                conversation_id=body.conversation_id,
-                top_k=body.top_k,
-                owner=caller.principals,
-                model=body.model,
+            timer.watch(
+                container.chat.stream(
+                    body.message,
+                    flt,
+                    conversation_id=body.conversation_id,
+                    top_k=body.top_k,
+                    owner=caller.principals,
+                    model=body.model,
+                )
             ),
         )
         return EventSourceResponse(
@@ -69,6 +73,7 @@ async def chat(body: ChatRequest, container: ContainerDep, caller: CallerDep):  
             model=body.model,
         )
         record.targets = [answer.conversation_id, *[c.chunk_id for c in answer.citations]]
+    timer.finished(answer.model, answer.usage)
     return ChatResponse(
         answer=answer.answer,
         citations=[c.as_dict() for c in answer.citations],  # type: ignore[misc]

@@ -61,17 +61,20 @@ def document_read(doc: Document, job: Job | None = None) -> DocumentRead:
         filename=doc.filename,
         created_at=doc.created_at,
         updated_at=doc.updated_at,
-        job=JobRead(
-            id=job.id,
-            status=job.status,
-            progress_done=job.progress_done,  # type: ignore[arg-type]
-            progress_total=job.progress_total,
-            attempts=job.attempts,
-            error=job.error,
-        )
-        if job
-        else None,
+        job=JobRead(**job_fields(job)) if job else None,
     )
+
+
+def job_fields(job: Job) -> dict[str, Any]:
+    """A job as the API shows it (documents' `job`, and /v1/jobs)."""
+    return {
+        "id": job.id,
+        "status": job.status,
+        "progress_done": job.progress_done,
+        "progress_total": job.progress_total,
+        "attempts": job.attempts,
+        "error": job.error,
+    }
 
 
 def source_read(source: SourcePosition | dict[str, Any]) -> SourceRead:

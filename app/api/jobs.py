@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from app.api.deps import CallerDep, ContainerDep
+from app.api.deps import CallerDep, ContainerDep, job_fields
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.schemas import COLLECTION_PATTERN, JobRead
 from app.core.errors import NotFound
@@ -29,17 +29,7 @@ class JobPage(BaseModel):
 
 
 def _detail(job: Job, doc: Document) -> JobDetail:
-    return JobDetail(
-        id=job.id,
-        status=job.status,
-        progress_done=job.progress_done,  # type: ignore[arg-type]
-        progress_total=job.progress_total,
-        attempts=job.attempts,
-        error=job.error,
-        document_id=doc.id,
-        collection=doc.collection,
-        kind=job.kind,
-    )
+    return JobDetail(**job_fields(job), document_id=doc.id, collection=doc.collection, kind=job.kind)
 
 
 @router.get("/{job_id}", response_model=JobDetail)

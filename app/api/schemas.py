@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 PRINCIPAL_PATTERN = r"^[a-z][a-z0-9_-]{0,31}:[^\s,]{1,200}$"
@@ -128,6 +128,34 @@ class ChunkList(BaseModel):
     items: list[ChunkRead]
 
 
+class FusionRequest(BaseModel):
+    """How a hybrid search merges its keyword and vector results; unset fields take the service's settings."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"method": "minmax", "weight_vector": 0.7}]}
+    )
+
+    method: Literal["rrf", "minmax", "zscore"] = Field(
+        description="rrf: reciprocal rank fusion (ranks only); minmax / zscore: weighted sum of normalized scores."
+    )
+    k: int | None = Field(None, ge=1, le=10_000, description="RRF constant (rrf only); default KS_RRF_K.")
+    weight_vector: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the vector scores, the keyword scores get 1 - it (minmax, zscore only); "
+        "default KS_FUSION_WEIGHT_VECTOR.",
+    )
+
+    @model_validator(mode="after")
+    def _fits_method(self) -> FusionRequest:
+        if self.method == "rrf" and self.weight_vector is not None:
+            raise ValueError("weight_vector applies to minmax and zscore, not to rrf (which uses k)")
+        if self.method != "rrf" and self.k is not None:
+            raise ValueError(f"k applies to rrf only, not to {self.method} (which uses weight_vector)")
+        return self
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -152,6 +180,15 @@ class SearchRequest(BaseModel):
         description='Metadata filters: {"key": value} matches equal values, {"key": {"in": [v1, v2]}} any of them.',
     )
     mode: Literal["hybrid", "semantic", "keyword"] = "hybrid"
+    fusion: FusionRequest | None = Field(
+        None, description="Hybrid mode only: override how keyword and vector results are merged (KS_FUSION)."
+    )
+
+    @model_validator(mode="after")
+    def _fusion_needs_hybrid(self) -> SearchRequest:
+        if self.fusion is not None and self.mode != "hybrid":
+            raise ValueError(f"fusion applies to mode 'hybrid' only, not to {self.mode!r}")
+        return self
 
     @field_validator("query")
     @classmethod
@@ -174,7 +211,9 @@ class SearchResult(BaseModel):
     document_id: str
     title: str
     text: str
-    score: float = Field(description="Fused RRF score (hybrid), cosine similarity (semantic) or BM25 (keyword).")
+    score: float = Field(
+        description="Fused score (hybrid, see `fusion`), cosine similarity (semantic) or BM25 (keyword)."
+    )
     metadata: dict[str, Any]
     source: SourceRead
     collection: str
@@ -204,8 +243,11 @@ class ChatRequest(BaseModel):
     collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
     filters: dict[str, FilterValue] = Field(default_factory=dict)
     top_k: int | None = Field(None, ge=1, le=20, description="How many passages to ground the answer on.")
-    model: str | None = Field(None, max_length=256, description="Another chat model the operator allows "
-                                                                "(KS_CHAT_ALLOWED_MODELS); default: KS_CHAT_MODEL.")
+    model: str | None = Field(
+        None,
+        max_length=256,
+        description="Another chat model the operator allows (KS_CHAT_ALLOWED_MODELS); default: KS_CHAT_MODEL.",
+    )
     stream: bool = Field(False, description="Reply as Server-Sent Events: citations, deltas, done.")
 
     _filters = field_validator("filters")(SearchRequest._filters.__func__)  # type: ignore[attr-defined]
@@ -236,8 +278,9 @@ class ChatResponse(BaseModel):
     )
     usage: dict[str, int]
     grounded: bool = Field(description="False when the documents did not cover the question.")
-    guardrail_intervened: bool = Field(False, description="True when a guardrail replaced the answer; `answer` then "
-                                                          "holds the guardrail's message.")
+    guardrail_intervened: bool = Field(
+        False, description="True when a guardrail replaced the answer; `answer` then holds the guardrail's message."
+    )
 
 
 class Health(BaseModel):

@@ -11,10 +11,14 @@ import json
 import math
 import re
 import threading
+import time
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from app.providers.base import Delta, Generation
 
 NOT_COVERED = "The documents do not cover this question."
 
@@ -210,3 +214,16 @@ def pieces(text: str, count: int = 4) -> list[str]:
         words = list(text)
     size = max(1, math.ceil(len(words) / count))
     return ["".join(words[i : i + size]) for i in range(0, len(words), size)]
+
+
+def collect(stream: Iterator[Delta]) -> tuple[list[tuple[float, str]], Generation]:
+    """Drain a provider's stream: the (arrival time, text) of each delta, and the final generation."""
+    deltas: list[tuple[float, str]] = []
+    final = None
+    for delta in stream:
+        if delta.text:
+            deltas.append((time.perf_counter(), delta.text))
+        if delta.final is not None:
+            final = delta.final
+    assert final is not None
+    return deltas, final

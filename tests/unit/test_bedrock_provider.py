@@ -20,10 +20,10 @@ from app.core.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from app.providers.base import Delta, Generation, GenerationRequest, Source, Turn
+from app.providers.base import GenerationRequest, Source, Turn
 from app.providers.factory import build_chat_model, build_embedder, build_reranker
 from app.search.analysis import default_analyzer
-from tests.fakes import Act
+from tests.fakes import Act, collect
 from tests.fakes.bedrock_server import FakeBedrock, access_denied, guardrail, reply, slow, throttle, validation
 
 CLAUDE = "anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -70,18 +70,6 @@ def chat(**overrides: Any) -> Any:
 
 def ask(question: str = "How many days of paid leave do I get?", **kw: Any) -> GenerationRequest:
     return GenerationRequest(question=question, sources=list(SOURCES), **kw)
-
-
-def collect(stream: Iterator[Delta]) -> tuple[list[tuple[float, str]], Generation]:
-    deltas: list[tuple[float, str]] = []
-    final = None
-    for delta in stream:
-        if delta.text:
-            deltas.append((time.perf_counter(), delta.text))
-        if delta.final is not None:
-            final = delta.final
-    assert final is not None
-    return deltas, final
 
 
 # --- chat ------------------------------------------------------------------------------------------------

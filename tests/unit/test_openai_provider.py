@@ -11,10 +11,10 @@ import pytest
 
 from app.core.config import Settings
 from app.core.errors import BadInput, ProviderError, ProviderTimeout, ProviderUnavailable, RateLimited
-from app.providers.base import Delta, Generation, GenerationRequest, Source, Turn
+from app.providers.base import GenerationRequest, Source, Turn
 from app.providers.factory import build_chat_model
 from app.search.analysis import default_analyzer
-from tests.fakes import Act
+from tests.fakes import Act, collect
 from tests.fakes.openai_server import FakeOpenAI, error, reply, slow
 
 MODEL = "llama3.1:8b"
@@ -38,18 +38,6 @@ def model(fake: FakeOpenAI, **overrides: Any) -> Any:
 
 def ask(question: str = "有給休暇は何日ありますか？", **kw: Any) -> GenerationRequest:
     return GenerationRequest(question=question, sources=list(SOURCES), **kw)
-
-
-def collect(stream: Iterator[Delta]) -> tuple[list[tuple[float, str]], Generation]:
-    deltas: list[tuple[float, str]] = []
-    final = None
-    for delta in stream:
-        if delta.text:
-            deltas.append((time.perf_counter(), delta.text))
-        if delta.final is not None:
-            final = delta.final
-    assert final is not None
-    return deltas, final
 
 
 def test_grounded_answer_with_usage_and_the_request_sent(fake: FakeOpenAI) -> None:
