@@ -60,6 +60,11 @@ _UPLOAD_BODY = {
                         "title": {"type": "string"},
                         "metadata": {"type": "string", "description": 'A JSON object, e.g. {"dept": "hr"}.'},
                         "acl": {"type": "string", "description": 'A JSON list of principals, e.g. ["group:hr"].'},
+                        "external_id": {
+                            "type": "string",
+                            "maxLength": 256,
+                            "description": "Your id: an upload with the same external_id replaces the document.",
+                        },
                     },
                 }
             },
@@ -91,6 +96,12 @@ async def upload_document(
     with container.audit.action(caller, "ingest") as audit:
         upload = await _read_upload(request, container.settings.max_upload_bytes)
         caller.check_write(upload.collection)
+        existing = upload.external_id and await run_in_threadpool(_by_external_id, container, caller, upload)
+        if existing:
+            audit.targets = [existing]
+            doc = await run_in_threadpool(container.ingest.replace, existing, upload)
+            response.status_code = audit.status = status.HTTP_200_OK
+            return document_read(doc)
         submitted: Submitted = await run_in_threadpool(container.ingest.submit, upload)
         audit.targets = [submitted.document.id]
         if not submitted.created:
@@ -174,6 +185,20 @@ def get_chunks(document_id: str, container: ContainerDep, caller: CallerDep) -> 
     )
 
 
+@router.put("/{document_id}", response_model=DocumentRead, openapi_extra=_UPLOAD_BODY)
+async def replace_document(
+    document_id: str, request: Request, container: ContainerDep, caller: CallerDep
+) -> DocumentRead:
+    """Replace a document's content (same body as upload): searches see the old version until the new one is
+    fully indexed, then only the new one."""
+    caller.require("write")
+    with container.audit.action(caller, "update", [document_id]):
+        doc = await run_in_threadpool(_readable_in_session, container, caller, document_id)
+        caller.check_write(doc.collection)
+        upload = await _read_upload(request, container.settings.max_upload_bytes)
+        return document_read(await run_in_threadpool(container.ingest.replace, document_id, upload))
+
+
 @router.patch("/{document_id}", response_model=DocumentRead)
 def update_document(document_id: str, body: DocumentPatch, container: ContainerDep, caller: CallerDep) -> DocumentRead:
     """Change a document's title, metadata or access list (`acl`); its chunks follow at once."""
@@ -208,6 +233,20 @@ def _readable(session: Any, caller: Caller, document_id: str) -> Document:
     if doc is None:
         raise NotFound(f"document {document_id} does not exist")
     return doc
+
+
+def _readable_in_session(container: Container, caller: Caller, document_id: str) -> Document:
+    with container.sessions() as session:
+        return _readable(session, caller, document_id)
+
+
+def _by_external_id(container: Container, caller: Caller, upload: Upload) -> str | None:
+    """The id of the readable document this upload replaces (same collection and external_id), if any."""
+    with container.sessions() as session:
+        doc = DocumentRepository(session).by_external_id(upload.collection, upload.external_id or "")
+        if doc is None:
+            return None
+        return _readable(session, caller, doc.id).id
 
 
 def _visible(container: Container, caller: Caller, document_id: str) -> bool:
@@ -254,6 +293,7 @@ async def _json_upload(request: Request, limit: int) -> Upload:
         title=body.title,
         metadata=body.metadata,
         acl=body.acl or None,
+        external_id=body.external_id,
     )
 
 
@@ -277,7 +317,17 @@ async def _form_upload(request: Request, limit: int) -> Upload:
         title=str(title)[:512] if title else None,
         metadata=_parse_json_field(form.get("metadata"), "metadata", dict, '{"dept": "hr"}') or {},
         acl=_parse_acl(form.get("acl")),
+        external_id=_external_id(form.get("external_id")),
     )
+
+
+def _external_id(raw: Any) -> str | None:
+    if raw is None or raw == "":
+        return None
+    value = str(raw)
+    if len(value) > 256:
+        raise BadInput("external_id is longer than 256 characters")
+    return value
 
 
 def _parse_json_field(raw: Any, name: str, kind: type, example: str) -> Any:

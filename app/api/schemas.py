@@ -97,6 +97,12 @@ class TextDocumentCreate(BaseModel):
     collection: str = Field("default", pattern=COLLECTION_PATTERN)
     metadata: dict[str, Any] = Field(default_factory=dict)
     acl: list[Principal] | None = Field(None, description='Principals allowed to read, e.g. ["group:hr"].')
+    external_id: str | None = Field(
+        None,
+        max_length=256,
+        description="Your id for the document: an upload with the same external_id in the same collection "
+        "replaces its content atomically.",
+    )
 
 
 class DocumentPatch(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,9 +16,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.errors import AppError, NotFound, PayloadTooLarge, Unprocessable
+from app.core.errors import AppError, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from app.ingest.blobs import BlobStore
-from app.ingest.chunking import chunk_document
+from app.ingest.chunking import ChunkDraft, chunk_document
 from app.ingest.parsers import detect_content_type, parse
 from app.ingest.redaction import redact_document
 from app.providers.base import Embedder
@@ -40,6 +41,8 @@ class Upload:
     title: str | None = None
     metadata: dict[str, Any] | None = None
     acl: list[str] | None = None
+    # Where the document came from (e.g. s3://bucket/key), for sources that sync.
+    external_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -82,14 +85,7 @@ class IngestService:
     # --- submit ----------------------------------------------------------------------------------
     def submit(self, upload: Upload) -> Submitted:
         """Validate and record an upload; the returned job (if any) still has to run."""
-        if len(upload.data) > self._max_upload_bytes:
-            raise PayloadTooLarge(
-                f"the file is {len(upload.data)} bytes; the limit is {self._max_upload_bytes} (KS_MAX_UPLOAD_MB)"
-            )
-        if not upload.data.strip():
-            raise Unprocessable("the file is empty: upload a document with some text in it")
-        content_type = detect_content_type(upload.filename, upload.data, upload.declared_type)
-        digest = hashlib.sha256(upload.data).hexdigest()
+        content_type, digest = self._validate(upload)
         with self._sessions.begin() as session:
             docs = DocumentRepository(session)
             existing = docs.by_hash(upload.collection, digest)
@@ -109,6 +105,7 @@ class IngestService:
                     size_bytes=len(upload.data),
                     content_hash=digest,
                     metadata_=upload.metadata or {},
+                    external_id=upload.external_id,
                     status="queued",
                 )
             )
@@ -116,6 +113,16 @@ class IngestService:
             job = JobRepository(session).add(Job(document_id=doc.id, kind="ingest", status="queued"))
             self._blobs.put(doc.id, upload.data)
         return Submitted(doc, job, created=True)
+
+    def _validate(self, upload: Upload) -> tuple[str, str]:
+        if len(upload.data) > self._max_upload_bytes:
+            raise PayloadTooLarge(
+                f"the file is {len(upload.data)} bytes; the limit is {self._max_upload_bytes} (KS_MAX_UPLOAD_MB)"
+            )
+        if not upload.data.strip():
+            raise Unprocessable("the file is empty: upload a document with some text in it")
+        content_type = detect_content_type(upload.filename, upload.data, upload.declared_type)
+        return content_type, hashlib.sha256(upload.data).hexdigest()
 
     # --- process ---------------------------------------------------------------------------------
     def run_job(self, job_id: str, progress: Progress | None = None) -> Document:
@@ -187,50 +194,122 @@ class IngestService:
             doc = DocumentRepository(session).get(doc_id)
             if doc is None:
                 raise NotFound(f"document {doc_id} does not exist")
-            content_type, title, filename = doc.content_type, doc.title, doc.filename
-            collection, metadata, acl = doc.collection, dict(doc.metadata_ or {}), doc.acl
-            coll = CollectionRepository(session).get(collection)
-            redact = bool(coll and coll.redact_pii)
-        parsed = parse(self._blobs.get(doc_id), content_type)
+            target = _Target.of(doc, CollectionRepository(session).get(doc.collection))
+        drafts, title, redactions = self._chunk(self._blobs.get(doc_id), doc_id, target)
+        self._set_progress(job_id, 0, len(drafts), title=title, doc_id=doc_id)
+        self._store.delete_document(doc_id)  # a retried job starts clean
+        # Staged, then published at once: a document is never searchable with only part of its chunks.
+        ids = self._write(doc_id, drafts, f"{doc_id}-", title, target, job_id, progress)
+        self._store.publish(doc_id, ids)
+        return len(ids)
+
+    def _chunk(self, data: bytes, doc_id: str, target: _Target) -> tuple[list[ChunkDraft], str, int | None]:
+        parsed = parse(data, target.content_type)
         redactions = None
-        if redact:  # before anything is chunked, embedded or stored
+        if target.redact:  # before anything is chunked, embedded or stored
             parsed, redactions = redact_document(parsed)
             self._record_redactions(doc_id, redactions)
+        title = target.title
         # Without a title from the client, the document's own title beats its file name.
-        if parsed.title and title in ("Untitled", _title_from_filename(filename)):
+        if parsed.title and title in ("Untitled", _title_from_filename(target.filename)):
             title = parsed.title.strip()[:512] or title
         drafts = chunk_document(parsed, self._chunk_size, self._chunk_overlap)
         if not drafts:
             raise Unprocessable("the document has no text to index")
-        total = len(drafts)
-        self._set_progress(job_id, 0, total, title=title, doc_id=doc_id)
-        self._store.delete_document(doc_id)  # a retried job starts clean
-        done = 0
+        return drafts, title, redactions
+
+    def _write(
+        self,
+        doc_id: str,
+        drafts: list[ChunkDraft],
+        id_prefix: str,
+        title: str,
+        target: _Target,
+        job_id: str | None,
+        progress: Progress | None,
+    ) -> list[str]:
+        """Embed and stage the chunks batch by batch, reporting progress; returns their ids."""
+        total, ids = len(drafts), []
         for start in range(0, total, self._batch):
             batch = drafts[start : start + self._batch]
             vectors = self._embedder.embed_documents([d.text for d in batch])
             records = [
                 ChunkRecord(
-                    chunk_id=f"{doc_id}-{start + i:05d}",
+                    chunk_id=f"{id_prefix}{start + i:05d}",
                     document_id=doc_id,
-                    collection=collection,
+                    collection=target.collection,
                     ordinal=start + i,
                     title=title,
                     text=d.text,
                     source=d.source,
-                    metadata=metadata,
-                    acl=acl,
+                    metadata=target.metadata,
+                    acl=target.acl,
                     tokens=" ".join(self._analyzer.tokens(d.text)),
                     vector=vectors[i],
                 )
                 for i, d in enumerate(batch)
             ]
-            self._store.add(records)
-            done += len(batch)
-            self._set_progress(job_id, done, total)
+            self._store.add(records, live=False)
+            ids += [r.chunk_id for r in records]
+            if job_id is not None:
+                self._set_progress(job_id, len(ids), total)
             if progress is not None:
-                progress(done, total)
-        return total
+                progress(len(ids), total)
+        return ids
+
+    # --- replace ---------------------------------------------------------------------------------
+    def replace(self, document_id: str, upload: Upload) -> Document:
+        """Swap a document's content: searches see the old chunks until every new one is indexed, then only
+        the new ones. The document keeps its id, collection, metadata and ACL (unless the upload sets them)."""
+        content_type, digest = self._validate(upload)
+        with self._sessions.begin() as session:
+            docs = DocumentRepository(session)
+            doc = docs.get(document_id)
+            if doc is None or doc.status == "deleting":
+                raise NotFound(f"document {document_id} does not exist")
+            if doc.content_hash == digest:
+                return doc
+            twin = docs.by_hash(doc.collection, digest)
+            if twin is not None:
+                raise Conflict(f"document {twin.id} in this collection already has this content")
+            if doc.status not in ("indexed", "failed"):
+                raise Conflict(f"document {document_id} is still {doc.status}: replace it once it is indexed")
+            job = JobRepository(session).add(
+                Job(document_id=doc.id, kind="update", status="running", attempts=1, lease_until=utcnow() + self._lease)
+            )
+            target = _Target.of(doc, CollectionRepository(session).get(doc.collection))
+            target.content_type = content_type
+            target.filename = upload.filename or doc.filename
+            target.title = upload.title or _title_from_filename(upload.filename) or doc.title
+            if upload.metadata:  # an upload without metadata keeps the document's (PATCH changes it)
+                target.metadata = upload.metadata
+            job_id = job.id
+        try:
+            drafts, title, redactions = self._chunk(upload.data, document_id, target)
+            ids = self._write(
+                document_id, drafts, f"{document_id}-{uuid.uuid4().hex[:6]}-", title, target, job_id, None
+            )
+        except Exception as exc:
+            self._store.delete_staged(document_id)
+            reason = exc.detail if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
+            with self._sessions.begin() as session:
+                job = JobRepository(session).get(job_id)
+                if job is not None:
+                    job.status, job.error, job.lease_until = "failed", reason, None
+            raise
+        self._store.publish(document_id, ids)
+        with self._sessions.begin() as session:
+            doc = DocumentRepository(session).get(document_id)
+            job = JobRepository(session).get(job_id)
+            if doc is None:
+                self._store.delete_document(document_id)
+                raise NotFound(f"document {document_id} was deleted while it was being replaced")
+            doc.content_type, doc.content_hash, doc.size_bytes = content_type, digest, len(upload.data)
+            doc.filename, doc.title, doc.metadata_ = target.filename, title, target.metadata
+            doc.chunk_count, doc.status, doc.error, doc.redactions = len(ids), "indexed", None, redactions
+            if job is not None:
+                job.status, job.lease_until = "succeeded", None
+        return doc
 
     def _record_redactions(self, doc_id: str, count: int) -> None:
         with self._sessions.begin() as session:
@@ -322,6 +401,12 @@ class IngestService:
         whose chunks are not all there (their originals are gone: they must be uploaded again). Each finding
         is checked again right before it is repaired, so work done meanwhile by other workers is left alone."""
         report = report or self.inspect()
+        with self._sessions() as session:
+            updating = JobRepository(session).active_updates()
+        if not updating:  # staged chunks that no running update will publish: a crash left them
+            self._store.delete_staged()
+            with self._sessions.begin() as session:
+                JobRepository(session).fail_interrupted_updates()
         for doc_id in report.unfinished_deletes:
             self._finish_delete(doc_id)
         for doc_id in report.orphan_chunk_documents:
@@ -339,6 +424,31 @@ class IngestService:
                 doc.error = f"the chunk store held {found} of its {expected} chunks; upload the document again"
             self._store.delete_document(doc_id)
         return report
+
+
+@dataclass(slots=True)
+class _Target:
+    """What the chunks of a document carry, read from its row."""
+
+    collection: str
+    content_type: str
+    title: str
+    filename: str | None
+    metadata: dict[str, Any]
+    acl: list[str] | None
+    redact: bool
+
+    @classmethod
+    def of(cls, doc: Document, collection: Any) -> _Target:
+        return cls(
+            doc.collection,
+            doc.content_type,
+            doc.title,
+            doc.filename,
+            dict(doc.metadata_ or {}),
+            doc.acl,
+            bool(collection and collection.redact_pii),
+        )
 
 
 @dataclass(slots=True)

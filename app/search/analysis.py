@@ -50,16 +50,15 @@ class Analyzer:
         out: list[str] = []
         for piece in _pieces(text):
             for m in tok.tokenize(piece):
-                if m.part_of_speech()[0] in _DROP_POS:
-                    continue
                 surface = m.surface().strip().lower()
                 if not surface:
                     continue
                 if surface.isascii():
+                    # Latin words are kept whatever part of speech Sudachi guesses ("omega" is a 記号 to it)
                     for word in _SPLIT_LATIN.findall(surface):
                         if word not in STOP_WORDS:
                             out.append(stemmer.stemWord(word))
-                else:
+                elif m.part_of_speech()[0] not in _DROP_POS:
                     out.append(m.normalized_form().lower())
         return out
 

@@ -446,3 +446,35 @@ def test_update_document_changes_acl_metadata_and_title_everywhere(store: ChunkS
     assert visible(store, ChunkFilter(principals=[])) == {"d0", "d1", "d2", "other"}
     # untouched fields stay as they were
     assert {c.title for c in store.get_chunks("D")} == {"Renamed"}
+
+
+# --- staged versions -----------------------------------------------------------------------------------
+def test_staged_chunks_are_invisible_until_published(store: ChunkStore) -> None:
+    vectors = random_vectors(4)
+    store.add([chunk(f"v1-{i}", document_id="D", ordinal=i, text="old alpha", vector=vectors[i]) for i in range(2)])
+    store.add(
+        [chunk(f"v2-{i}", document_id="D", ordinal=i, text="new omega", vector=vectors[2 + i]) for i in range(2)],
+        live=False,
+    )
+    everyone = ChunkFilter()
+    assert set(ids(store.keyword_search(q("alpha"), everyone, 10))) == {"v1-0", "v1-1"}
+    assert ids(store.keyword_search(q("omega"), everyone, 10)) == []
+    assert {h.chunk.chunk_id for h in store.vector_search(vectors[2], everyone, 10)} == {"v1-0", "v1-1"}
+    assert [c.chunk_id for c in store.get_chunks("D")] == ["v1-0", "v1-1"]
+    assert store.count("D") == 2
+
+    store.publish("D", ["v2-0", "v2-1"])
+    assert [c.chunk_id for c in store.get_chunks("D")] == ["v2-0", "v2-1"]
+    assert set(ids(store.keyword_search(q("omega"), everyone, 10))) == {"v2-0", "v2-1"}
+    assert ids(store.keyword_search(q("alpha"), everyone, 10)) == []
+    assert store.vector_search(vectors[2], everyone, 1)[0].chunk.chunk_id == "v2-0"
+    assert store.count("D") == 2
+
+
+def test_unpublished_staged_chunks_can_be_dropped(store: ChunkStore) -> None:
+    store.add([chunk("live-1", document_id="D")])
+    store.add([chunk("staged-1", document_id="D"), chunk("staged-2", document_id="E")], live=False)
+    assert store.delete_staged("D") == 1
+    assert store.delete_staged() == 1
+    store.publish("D", ["live-1"])  # nothing staged: publishing what is live keeps it
+    assert [c.chunk_id for c in store.get_chunks("D")] == ["live-1"]

@@ -170,3 +170,26 @@ class AuditEvent(Base):
     target_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[int] = mapped_column(Integer)
     detail: Mapped[str | None] = mapped_column(String(512))
+
+
+class SyncJob(Base):
+    """One sync of an external source (an S3 prefix) into a collection: its state, counts and failures."""
+
+    __tablename__ = "sync_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    source: Mapped[str] = mapped_column(String(16), default="s3")
+    bucket: Mapped[str] = mapped_column(String(63))
+    prefix: Mapped[str] = mapped_column(String(1024), default="")
+    collection: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    # scanned / new / modified / unchanged / deleted / failed
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # One line per failed object, "s3://bucket/key: reason" (the first 100).
+    errors: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Why the whole sync failed (e.g. the bucket does not exist).
+    error: Mapped[str | None] = mapped_column(Text)
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -20,6 +20,7 @@ from app.stores.sql.models import (
     DocumentReader,
     Job,
     Message,
+    SyncJob,
     utcnow,
 )
 
@@ -68,6 +69,29 @@ class DocumentRepository:
         return self.session.scalar(
             select(Document).where(Document.collection == collection, Document.content_hash == content_hash)
         )
+
+    def by_external_id(self, collection: str, external_id: str) -> Document | None:
+        """The newest live document that came from this source object (e.g. ``s3://bucket/key``)."""
+        return self.session.scalar(
+            select(Document)
+            .where(
+                Document.collection == collection,
+                Document.external_id == external_id,
+                Document.status != "deleting",
+            )
+            .order_by(Document.created_at.desc(), Document.id.desc())
+            .limit(1)
+        )
+
+    def with_external_prefix(
+        self, collection: str, prefix: str, *, principals: list[str] | None = None
+    ) -> list[Document]:
+        """Live documents whose external id starts with ``prefix`` (those the principals may read), oldest
+        first."""
+        stmt = visible_documents(select(Document), principals, None).where(
+            Document.collection == collection, Document.external_id.startswith(prefix, autoescape=True)
+        )
+        return list(self.session.scalars(stmt.order_by(Document.created_at, Document.id)))
 
     def add(self, document: Document) -> Document:
         self.session.add(document)
@@ -130,11 +154,28 @@ class JobRepository:
             select(Job).where(Job.document_id == document_id).order_by(Job.created_at.desc()).limit(1)
         )
 
+    def active_updates(self) -> int:
+        """Content replacements running now (their lease not yet expired)."""
+        stmt = select(Job.id).where(Job.kind == "update", Job.status == "running", Job.lease_until >= utcnow())
+        return len(list(self.session.scalars(stmt.limit(1))))
+
+    def fail_interrupted_updates(self) -> None:
+        self.session.execute(
+            update(Job)
+            .where(Job.kind == "update", Job.status == "running", Job.lease_until < utcnow())
+            .values(
+                status="failed",
+                lease_until=None,
+                error="the replacement was interrupted; the previous version is still served: upload it again",
+            )
+        )
+
     def claim_next(self, lease: timedelta) -> Job | None:
         """Take the oldest queued job (or one whose worker's lease ran out)."""
         now = utcnow()
         stmt = (
             select(Job.id)
+            .where(Job.kind == "ingest")  # replacements run inline; a crashed one is cleaned by recover()
             .where(
                 or_(
                     and_(Job.status == "queued", or_(Job.run_after.is_(None), Job.run_after <= now)),
@@ -278,3 +319,16 @@ class AuditRepository:
     def prune(self, older_than: datetime) -> int:
         result = self.session.execute(delete(AuditEvent).where(AuditEvent.at < older_than))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class SyncJobRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, job: SyncJob) -> SyncJob:
+        self.session.add(job)
+        self.session.flush()
+        return job
+
+    def get(self, sync_id: str) -> SyncJob | None:
+        return self.session.get(SyncJob, sync_id)

@@ -100,8 +100,16 @@ class ChunkStore(Protocol):
     def ensure_ready(self, info: IndexInfo) -> None:
         """Create the index if needed; refuse (ConfigurationError) when it was built by another embedder."""
 
-    def add(self, chunks: Sequence[ChunkRecord]) -> None:
-        """Insert or replace chunks (idempotent by chunk_id); searchable when this returns."""
+    def add(self, chunks: Sequence[ChunkRecord], *, live: bool = True) -> None:
+        """Insert or replace chunks (idempotent by chunk_id); searchable when this returns, unless ``live`` is
+        False: then they are staged, invisible to every read until ``publish``."""
+
+    def publish(self, document_id: str, chunk_ids: Sequence[str]) -> None:
+        """Make these staged chunks of the document live and remove its other chunks (an atomic swap on the
+        embedded store; on OpenSearch both versions may be seen together for a moment, never neither)."""
+
+    def delete_staged(self, document_id: str | None = None) -> int:
+        """Remove staged chunks (of one document, or all) that were never published."""
 
     def delete_document(self, document_id: str) -> int:
         """Remove every chunk of a document; returns how many were removed."""

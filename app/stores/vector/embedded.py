@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS chunks (
   source TEXT NOT NULL,
   metadata TEXT NOT NULL,
   acl TEXT,
-  vector BLOB NOT NULL
+  vector BLOB NOT NULL,
+  live INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS ix_chunks_document ON chunks(document_id, ordinal);
 CREATE INDEX IF NOT EXISTS ix_chunks_collection ON chunks(collection);
@@ -66,6 +67,9 @@ class EmbeddedChunkStore:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(chunks)")}
+        if "live" not in columns:  # a store written before staged updates existed
+            self._conn.execute("ALTER TABLE chunks ADD COLUMN live INTEGER NOT NULL DEFAULT 1")
         self._dim = 0
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._rowids = np.zeros(0, dtype=np.int64)
@@ -111,7 +115,7 @@ class EmbeddedChunkStore:
             self._conn.close()
 
     # --- writes ----------------------------------------------------------------------------------
-    def add(self, chunks: Sequence[ChunkRecord]) -> None:
+    def add(self, chunks: Sequence[ChunkRecord], *, live: bool = True) -> None:
         if not chunks:
             return
         with self._lock:
@@ -126,7 +130,7 @@ class EmbeddedChunkStore:
                         raise ValueError(f"chunk {c.chunk_id} has no vector")
                     cur.execute(
                         "INSERT INTO chunks (chunk_id, document_id, collection, ordinal, title, text, source,"
-                        " metadata, acl, vector) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        " metadata, acl, vector, live) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             c.chunk_id,
                             c.document_id,
@@ -138,6 +142,7 @@ class EmbeddedChunkStore:
                             json.dumps(c.metadata, ensure_ascii=False),
                             json.dumps(c.acl) if c.acl else None,
                             np.asarray(c.vector, dtype=np.float32).tobytes(),
+                            int(live),
                         ),
                     )
                     rowid = cur.lastrowid
@@ -146,8 +151,9 @@ class EmbeddedChunkStore:
                         cur.executemany(
                             "INSERT INTO chunk_acl (rowid, principal) VALUES (?, ?)", [(rowid, p) for p in c.acl]
                         )
-                column = "delete_generation" if replaced else "generation"
-                cur.execute(f"UPDATE store_state SET {column} = {column} + 1 WHERE id = 1")
+                if live or replaced:  # staged rows are not in the vector matrix until they are published
+                    column = "delete_generation" if replaced else "generation"
+                    cur.execute(f"UPDATE store_state SET {column} = {column} + 1 WHERE id = 1")
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -219,12 +225,51 @@ class EmbeddedChunkStore:
                 raise
             return len(rowids)
 
+    def publish(self, document_id: str, chunk_ids: Sequence[str]) -> None:
+        """Make the staged chunks live and drop the document's others, in one transaction."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute("CREATE TEMP TABLE IF NOT EXISTS keep_ids (chunk_id TEXT PRIMARY KEY)")
+                cur.execute("DELETE FROM keep_ids")
+                cur.executemany("INSERT OR IGNORE INTO keep_ids VALUES (?)", [(c,) for c in chunk_ids])
+                self._delete_where(
+                    cur, "document_id = ? AND chunk_id NOT IN (SELECT chunk_id FROM keep_ids)", [document_id]
+                )
+                cur.execute(
+                    "UPDATE chunks SET live = 1 WHERE document_id = ? AND chunk_id IN (SELECT chunk_id FROM keep_ids)",
+                    (document_id,),
+                )
+                cur.execute("UPDATE store_state SET delete_generation = delete_generation + 1 WHERE id = 1")
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def delete_staged(self, document_id: str | None = None) -> int:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                if document_id is None:
+                    n = self._delete_where(cur, "live = 0", [])
+                else:
+                    n = self._delete_where(cur, "live = 0 AND document_id = ?", [document_id])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            return n
+
     # --- reads -----------------------------------------------------------------------------------
     def count(self, document_id: str | None = None) -> int:
         with self._lock:
             if document_id is None:
-                return self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-            return self._conn.execute("SELECT count(*) FROM chunks WHERE document_id = ?", (document_id,)).fetchone()[0]
+                return self._conn.execute("SELECT count(*) FROM chunks WHERE live = 1").fetchone()[0]
+            return self._conn.execute(
+                "SELECT count(*) FROM chunks WHERE document_id = ? AND live = 1", (document_id,)
+            ).fetchone()[0]
 
     def document_ids(self) -> set[str]:
         return set(self.chunk_counts())
@@ -237,7 +282,7 @@ class EmbeddedChunkStore:
         where, params = _filter_sql(flt or ChunkFilter(), alias="c")
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM chunks c WHERE c.document_id = ? AND {where} ORDER BY c.ordinal",
+                f"SELECT {_COLUMNS} FROM chunks c WHERE c.document_id = ? AND c.live = 1 AND {where} ORDER BY c.ordinal",
                 [document_id, *params],
             ).fetchall()
         return [_record(r) for r in rows]
@@ -249,7 +294,7 @@ class EmbeddedChunkStore:
         where, params = _filter_sql(flt, alias="c")
         sql = (
             f"SELECT {_COLUMNS}, bm25(chunks_fts) AS s FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
-            f"WHERE chunks_fts MATCH ? AND {where} ORDER BY s LIMIT ?"
+            f"WHERE chunks_fts MATCH ? AND c.live = 1 AND {where} ORDER BY s LIMIT ?"
         )
         with self._lock:
             rows = self._conn.execute(sql, [match, *params, limit]).fetchall()
@@ -303,7 +348,7 @@ class EmbeddedChunkStore:
         else:
             after, base_m, base_r = int(self._rowids[-1]), self._matrix, self._rowids
         rows = self._conn.execute(
-            "SELECT rowid, vector FROM chunks WHERE rowid > ? ORDER BY rowid", (after,)
+            "SELECT rowid, vector FROM chunks WHERE rowid > ? AND live = 1 ORDER BY rowid", (after,)
         ).fetchall()
         dim = self._dim or (len(rows[0][1]) // 4 if rows else 0)
         new_r = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))

@@ -69,6 +69,8 @@ def index_body(info: IndexInfo, *, shards: int = 1, replicas: int = 0) -> dict[s
                 "metadata_terms": {"type": "keyword", "ignore_above": _TERM_MAX_CHARS},
                 "acl": keyword,
                 "acl_public": {"type": "boolean"},
+                # false while a new version of a document is staged; absent (older chunks) counts as live
+                "live": {"type": "boolean"},
                 "vector": {
                     "type": "knn_vector",
                     "dimension": info.dimension,
@@ -127,6 +129,8 @@ class OpenSearchChunkStore:
                     # Another process won the race, or a half-finished re-index left it: point the alias at it.
                     self._client.indices.put_alias(index=concrete, name=self._alias)
             mappings = self._client.indices.get_mapping(index=self._alias)
+            # indices made before staged updates existed get the field (adding a field is allowed in place)
+            self._client.indices.put_mapping(index=self._alias, body={"properties": {"live": {"type": "boolean"}}})
         for name, body in mappings.items():
             meta = body.get("mappings", {}).get("_meta") or {}
             model, dim = meta.get("embedding_model"), meta.get("dimension")
@@ -200,14 +204,15 @@ class OpenSearchChunkStore:
         self._client.close()
 
     # --- writes ----------------------------------------------------------------------------------
-    def add(self, chunks: Sequence[ChunkRecord]) -> None:
+    def add(self, chunks: Sequence[ChunkRecord], *, live: bool = True) -> None:
         if not chunks:
             return
         for c in chunks:
             if c.vector is None:
                 raise ValueError(f"chunk {c.chunk_id} has no vector")
         actions = (
-            {"_op_type": "index", "_index": self._alias, "_id": c.chunk_id, "_source": _document(c)} for c in chunks
+            {"_op_type": "index", "_index": self._alias, "_id": c.chunk_id, "_source": {**_document(c), "live": live}}
+            for c in chunks
         )
         with self._translate("add"):
             _, errors = helpers.bulk(
@@ -275,8 +280,59 @@ class OpenSearchChunkStore:
         return int(res.get("updated", 0))
 
     # --- reads -----------------------------------------------------------------------------------
+    def publish(self, document_id: str, chunk_ids: Sequence[str]) -> None:
+        """Make the staged chunks live, then drop the document's others. Between the two calls a search may see
+        both versions for a moment (never neither)."""
+        ids = list(chunk_ids)
+        with self._translate("publish"):
+            for i in range(0, len(ids), _PAGE):
+                self._client.update_by_query(
+                    index=self._alias,
+                    body={
+                        "query": {
+                            "bool": {
+                                "filter": [
+                                    {"term": {"document_id": document_id}},
+                                    {"terms": {"chunk_id": ids[i : i + _PAGE]}},
+                                ]
+                            }
+                        },
+                        "script": {"lang": "painless", "source": "ctx._source.live = true"},
+                    },
+                    refresh=True,
+                    conflicts="proceed",
+                )
+            self._client.delete_by_query(
+                index=self._alias,
+                body={
+                    "query": {
+                        "bool": {
+                            "filter": [{"term": {"document_id": document_id}}],
+                            "must_not": [{"terms": {"chunk_id": ids}}],
+                        }
+                    }
+                },
+                refresh=True,
+                conflicts="proceed",
+            )
+
+    def delete_staged(self, document_id: str | None = None) -> int:
+        query: dict[str, Any] = {"bool": {"filter": [{"term": {"live": False}}]}}
+        if document_id is not None:
+            query["bool"]["filter"].append({"term": {"document_id": document_id}})
+        with self._translate("delete_staged"):
+            res = self._client.delete_by_query(
+                index=self._alias, body={"query": query}, refresh=True, conflicts="proceed"
+            )
+        return int(res.get("deleted", 0))
+
     def count(self, document_id: str | None = None) -> int:
-        query = {"term": {"document_id": document_id}} if document_id is not None else {"match_all": {}}
+        live = {"bool": {"must_not": [_STAGED]}}
+        query = (
+            {"bool": {"filter": [{"term": {"document_id": document_id}}], **live["bool"]}}
+            if document_id is not None
+            else live
+        )
         with self._translate("count"):
             return int(self._client.count(index=self._alias, body={"query": query})["count"])
 
@@ -398,9 +454,13 @@ def _metadata_terms(metadata: dict[str, Any]) -> list[str]:
     return terms
 
 
+_STAGED = {"term": {"live": False}}
+
+
 def _filter_clauses(flt: ChunkFilter) -> list[dict[str, Any]]:
     nothing: list[dict[str, Any]] = [{"match_none": {}}]
-    clauses: list[dict[str, Any]] = []
+    # staged chunks (a new version being indexed) are never served
+    clauses: list[dict[str, Any]] = [{"bool": {"must_not": [_STAGED]}}]
     if flt.collection is not None:
         clauses.append({"term": {"collection": flt.collection}})
     if flt.collections is not None:

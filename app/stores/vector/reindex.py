@@ -16,6 +16,7 @@ and writes everything to a new index:
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -114,41 +115,51 @@ def _reindex_embedded(path: Path, new: IndexInfo, copier: _Copier, *, keep_old: 
     if not path.exists():
         return report
     started = time.perf_counter()
-    for leftover in _sqlite_files(target_path):  # an interrupted run's partial copy
-        leftover.unlink(missing_ok=True)
+    _remove(target_path)  # an interrupted run's partial copy
     source = EmbeddedChunkStore(path)
+    report.old = source.index_info()
+    if report.old is None:
+        source.close()
+        return report
     target = EmbeddedChunkStore(target_path)
     try:
-        report.old = source.index_info()
         target.ensure_ready(new)
         ids = sorted(source.document_ids())
         copier.copy(source, target, ids, len(ids))
         expected, written = source.count(), target.count()
-    finally:
+    except BaseException:
         target.close()
         source.close()
+        _remove(target_path)
+        raise
+    target.close()
+    source.close()
     # SQLite removes the -wal file when the last connection closes: if it is still there, another process (the
     # service) has the old file open and would keep using it after the move.
     if Path(f"{path}-wal").exists():
-        for f in _sqlite_files(target_path):
-            f.unlink(missing_ok=True)
+        _remove(target_path)
         raise ConfigurationError(
             f"another process has {path} open: stop the service, then run `knowledge-search reindex` again"
         )
     if written != expected:
+        _remove(target_path)
         raise ConfigurationError(f"re-index copied {written} chunks of {expected}; {path} is left unchanged")
     if keep_old:
         backup = path.with_name(path.name + ".old")
         backup.unlink(missing_ok=True)
-        os.link(path, backup)
+        try:
+            os.link(path, backup)  # instant, and the old content stays whole after the replace
+        except OSError:
+            shutil.copy2(path, backup)
         report.kept_old = str(backup)
     os.replace(target_path, path)
     report.documents, report.chunks, report.seconds = copier.documents, copier.chunks, time.perf_counter() - started
     return report
 
 
-def _sqlite_files(path: Path) -> list[Path]:
-    return [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+def _remove(db: Path) -> None:
+    for f in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        f.unlink(missing_ok=True)
 
 
 def _reindex_opensearch(
