@@ -1,0 +1,141 @@
+"""Queued ingest at scale through the API: N documents posted with wait=false to a real `knowledge-search serve`.
+
+    .venv/bin/python -m bench.ingest_jobs [--documents 10000] [--workers 1]
+
+Prints documents/s and chunks/s until every job has finished, the server's peak RSS (VmHWM), and the embedder's
+raw throughput on the same texts, so the share of time the pipeline keeps the embedder busy is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from bench.corpus import docstring_documents
+
+OUT = Path(__file__).resolve().parent / "out" / "jobs"
+
+
+def _texts(n: int) -> list[str]:
+    """Short documents: one docstring section each (about one chunk), deterministic."""
+    out: list[str] = []
+    for _, text in docstring_documents(include_site_packages=True):
+        for part in text.split("\n\n## ")[1:]:
+            if len(part) > 120:
+                out.append("## " + part[:1200])
+                if len(out) == n:
+                    return out
+    return out
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--documents", type=int, default=10_000)
+    ap.add_argument("--workers", type=int, default=1, help="KS_INGEST_WORKERS of the server")
+    ap.add_argument("--raw-sample", type=int, default=512)
+    args = ap.parse_args()
+
+    texts = _texts(args.documents)
+    from app.providers.local import E5Embedder
+
+    embedder = E5Embedder()
+    sample = texts[: args.raw_sample]
+    t = time.perf_counter()
+    for i in range(0, len(sample), 32):
+        embedder.embed_documents(sample[i : i + 32])
+    raw = len(sample) / (time.perf_counter() - t)
+    del embedder
+    print(f"embedder raw throughput on these texts: {raw:.1f} passages/s")
+
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KS_")}
+    env.update(
+        KS_DATA_DIR=str(OUT / "data"),
+        KS_INGEST_WORKERS=str(args.workers),
+        KS_LOG_FORMAT="text",
+        KS_RATE_LIMIT_PER_MINUTE="0",
+    )
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "knowledge-search"), "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("server did not start")
+            time.sleep(0.3)
+        with httpx.Client(base_url=url, timeout=60) as http:
+            started = time.perf_counter()
+
+            def post(text: str) -> int:
+                return http.post("/v1/documents?wait=false", json={"text": text}).status_code
+
+            with ThreadPoolExecutor(8) as pool:
+                statuses = list(pool.map(post, texts))
+            accepted = time.perf_counter() - started
+            bad = sum(1 for s in statuses if s not in (200, 202))
+            print(f"posted {len(texts)} documents in {accepted:.1f} s ({len(texts) / accepted:.0f}/s), {bad} refused")
+            pending = 1
+            while pending:
+                time.sleep(2)
+                pending = sum(
+                    len(http.get("/v1/jobs", params={"status": s, "limit": 500}).json()["items"])
+                    for s in ("queued", "running")
+                )
+                print(f"  ... {pending}+ jobs pending after {time.perf_counter() - started:.0f} s", flush=True)
+            total = time.perf_counter() - started
+            failed = len(http.get("/v1/jobs", params={"status": "failed", "limit": 500}).json()["items"])
+            chunks, cursor = 0, None
+            while True:
+                page = http.get("/v1/documents", params={"limit": 200, **({"cursor": cursor} if cursor else {})}).json()
+                chunks += sum(d["chunk_count"] for d in page["items"])
+                cursor = page["next_cursor"]
+                if not cursor:
+                    break
+        rss = _peak_rss_mb(server.pid)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+    rate = chunks / total
+    print(
+        "\n| documents | chunks | all jobs done in | documents/s | chunks/s | embedder raw | busy | failed | peak RSS |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {len(texts)} | {chunks} | {total:.0f} s | {len(texts) / total:.1f} | {rate:.1f} | {raw:.1f}/s "
+        f"| {100 * rate / raw:.0f}% | {failed} | {rss:.0f} MB |"
+    )
+
+
+if __name__ == "__main__":
+    main()
