@@ -78,11 +78,15 @@ def serve(
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively).", exists=True)],
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="Files or folders (searched recursively), or s3://bucket/prefix to sync from S3."),
+    ],
     collection: Annotated[str, typer.Option(help="Collection to put the documents in.")] = "default",
-    metadata: Annotated[str, typer.Option(help='Metadata for every document, as JSON: {"dept": "hr"}')] = "{}",
+    metadata: Annotated[str, typer.Option(help='Metadata for every local file, as JSON: {"dept": "hr"}')] = "{}",
 ) -> None:
-    """Ingest documents, with a progress bar."""
+    """Ingest documents, with a progress bar. An s3:// prefix is synced: new and changed objects are indexed,
+    documents whose object is gone are deleted, and the counts are printed."""
     try:
         meta = json.loads(metadata)
         if not isinstance(meta, dict):
@@ -90,12 +94,66 @@ def ingest(
     except ValueError as exc:
         err.print('[red]error:[/red] --metadata must be a JSON object, like {"dept": "hr"}')
         raise typer.Exit(2) from exc
+    s3_uris = [p for p in paths if p.startswith("s3://")]
+    local = [Path(p) for p in paths if not p.startswith("s3://")]
+    for path in local:
+        if not path.exists():
+            err.print(f"[red]error:[/red] Invalid value for 'PATHS...': Path '{path}' does not exist.", soft_wrap=True)
+            raise typer.Exit(2)
     container = _container()
     try:
-        failed = _ingest_paths(container, paths, collection, meta)
+        failed = _ingest_paths(container, local, collection, meta) if local else 0
+        if s3_uris:
+            failed += _sync_s3(container, s3_uris, collection)
     finally:
         container.close()
     raise typer.Exit(1 if failed else 0)
+
+
+def _sync_s3(container: Any, uris: list[str], collection: str) -> int:
+    """Sync each s3://bucket/prefix into the collection; returns how many objects (or whole syncs) failed."""
+    from pydantic import ValidationError
+    from rich.markup import escape
+
+    from app.api.sources import S3SyncCreate
+    from app.ingest.sources import build_s3_sync
+
+    targets = []
+    for uri in uris:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        try:
+            targets.append(S3SyncCreate(bucket=bucket, prefix=prefix, collection=collection))
+        except ValidationError as exc:
+            err.print(f"[red]error:[/red] {escape(uri)}: {exc.errors()[0]['msg']}", soft_wrap=True)
+            raise typer.Exit(2) from exc
+    try:
+        service = build_s3_sync(container)  # one boto3 client for every prefix
+    except AppError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.detail)}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    failed = 0
+    for uri, target in zip(uris, targets, strict=True):
+        bucket, prefix = target.bucket, target.prefix
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+        ) as progress:
+            task = progress.add_task(f"{escape(uri)} (listing)", total=None)
+
+            def advance(done: int, total: int, report: Any, task: Any = task, uri: str = uri) -> None:
+                status = f"{report.new} new, {report.modified} modified, {report.failed} failed"
+                progress.update(task, completed=done, total=total, description=f"{escape(uri)} ({status})")
+
+            try:
+                report = service.sync(bucket, prefix, collection, progress=advance)
+            except AppError as exc:
+                err.print(f"[red]error:[/red] {escape(uri)}: {escape(exc.detail)}", soft_wrap=True)
+                failed += 1
+                continue
+        for line in report.errors:
+            err.print(f"[red]failed[/red] {escape(line)}", soft_wrap=True)
+        console.print(f"{report.line()} ({uri} -> collection '{collection}')", markup=False, soft_wrap=True)
+        failed += report.failed
+    return failed
 
 
 def _ingest_paths(container: Any, paths: list[Path], collection: str, meta: dict[str, Any]) -> int:
@@ -297,6 +355,59 @@ def doctor(
         container.close()
     err.print("run `knowledge-search doctor --fix` to repair")
     raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_(
+    dataset: Annotated[Path, typer.Argument(help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write the results (and per-query figures) as JSON.")
+    ] = None,
+    collection: Annotated[str | None, typer.Option(help="Scratch collection; default eval-<folder name>.")] = None,
+    fusion: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fusion",
+            help="Hybrid fusion to compare: rrf[:K], minmax[:W], zscore[:W] (repeat). "
+            "Default: each method at the configured KS_RRF_K / KS_FUSION_WEIGHT_VECTOR.",
+        ),
+    ] = None,
+    max_queries: Annotated[int | None, typer.Option("--max-queries", min=1, help="Only the first N queries.")] = None,
+    split: Annotated[str, typer.Option(help="Which qrels file: qrels/<split>.tsv.")] = "test",
+) -> None:
+    """Measure retrieval on a BEIR dataset: nDCG@10, Recall@10/100, MRR@10 and latency for every search mode.
+
+    Ingests the corpus once into a scratch collection (a later run reuses it) with the configured backend and
+    models, then runs each query as keyword, semantic, hybrid with each fusion, and hybrid+rerank when a
+    reranker is configured.
+    """
+    from app.eval.dataset import DatasetError, load_beir
+    from app.eval.report import ProgressBars, table
+    from app.eval.runner import parse_fusion, run
+
+    try:
+        data = load_beir(dataset, split)
+    except DatasetError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    for warning in data.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    container = _container()
+    try:
+        fusions = [parse_fusion(spec, container.search.fusion) for spec in fusion or []]
+        with ProgressBars(err) as progress:
+            report = run(
+                container, data, collection=collection, fusions=fusions, max_queries=max_queries, progress=progress
+            )
+    except (DatasetError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    finally:
+        container.close()
+    console.print(table(report))
+    if out is not None:
+        out.write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
+        err.print(f"wrote {out}")
 
 
 keys_app = typer.Typer(help="Create, list and revoke API keys (no admin key needed in a shell history).")

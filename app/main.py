@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, documents, health, jobs, metrics, problems, search
+from app.api import admin, chat, documents, health, jobs, metrics, problems, search, sources
 from app.core import observability
 from app.core.config import Settings
 from app.core.container import Container, build_container
@@ -66,7 +66,7 @@ def create_app(
     app.state.metrics = observability.Metrics()
     problems.install(app)
     observability.install(app, settings, app.state.metrics)
-    for module in (health, documents, jobs, search, chat, admin):
+    for module in (health, documents, jobs, search, chat, admin, sources):
         app.include_router(module.router)
     metrics.install(app)  # /metrics, the page at / and its static files
     logging.getLogger("app").setLevel(settings.log_level)

@@ -1,0 +1,247 @@
+"""S3 sources: sync a prefix through the API and the CLI against moto's S3 server over HTTP (a real boto3 client
+found through AWS_ENDPOINT_URL_S3), on both backends."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from app.core.config import Settings
+from app.core.container import build_container
+from app.main import create_app
+from app.stores.sql.repositories import DocumentRepository
+from tests.helpers import PROBLEM
+
+BIN = Path(sys.executable).parent / "knowledge-search"
+ADMIN = "admin-secret-for-s3-tests"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+OBJECTS = {
+    "docs/leave.md": b"# Leave\n\nEmployees receive 12 days of paid leave after six months of service.\n",
+    "docs/parking.txt": b"Visitors park on level B2 of the north garage.\n",
+    "docs/ja/在宅勤務.md": "# 在宅勤務規程\n\n在宅勤務は週3日まで認められます。\n".encode(),
+    "docs/logo.png": PNG,  # not a supported type: skipped, neither scanned nor failed
+    "docs/broken.pdf": b"%PDF-1.7\n garbage \x00\x01",  # fails, with its reason
+    "docs/folder/": b"",  # a "folder" marker: skipped
+    "elsewhere/outside.md": b"# Outside\n\nThis object is outside the prefix.\n",
+}
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, tmp_path: Path) -> dict[str, str]:
+    """What boto3 reads: moto's endpoint, dummy credentials, a region, and no config of the machine's own."""
+    return {
+        "AWS_ENDPOINT_URL_S3": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+    }
+
+
+@pytest.fixture
+def s3(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    import boto3
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in aws_env.items():
+        monkeypatch.setenv(name, value)
+    return boto3.session.Session().client("s3")
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"ks-test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    for key, body in OBJECTS.items():
+        s3.put_object(Bucket=name, Key=key, Body=body)
+    return name
+
+
+def run_sync(client: TestClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    r = client.post("/v1/sources/s3/sync", json=body, headers=headers)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] in ("queued", "running", "succeeded", "failed")
+    deadline = time.monotonic() + 180
+    while job["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, f"sync never finished: {job}"
+        time.sleep(0.1)
+        r = client.get(f"/v1/sources/s3/sync/{job['id']}", headers=headers)
+        assert r.status_code == 200, r.text
+        job = r.json()
+    return job
+
+
+def counts(**given: int) -> dict[str, int]:
+    return {"scanned": 0, "new": 0, "modified": 0, "unchanged": 0, "deleted": 0, "failed": 0, **given}
+
+
+def hits(client: TestClient, query: str, mode: str = "keyword") -> list[dict[str, Any]]:
+    r = client.post("/v1/search", json={"query": query, "mode": mode, "collection": "s3docs"})
+    assert r.status_code == 200, r.text
+    return r.json()["results"]
+
+
+def listed(client: TestClient) -> dict[str, dict[str, Any]]:
+    items = client.get("/v1/documents", params={"collection": "s3docs"}).json()["items"]
+    return {d["metadata"]["s3_uri"]: d for d in items}
+
+
+def test_sync_new_unchanged_then_modified_deleted_new(client: TestClient, container: Any, s3: Any, bucket: str):
+    body = {"bucket": bucket, "prefix": "docs/", "collection": "s3docs"}
+    first = run_sync(client, body)
+    assert first["status"] == "succeeded", first
+    assert first["counts"] == counts(scanned=4, new=3, failed=1)
+    assert first["error"] is None and first["finished_at"]
+    [failure] = first["errors"]
+    assert failure.startswith(f"s3://{bucket}/docs/broken.pdf: ") and "PDF" in failure
+
+    docs = listed(client)
+    base = f"s3://{bucket}/docs/"
+    assert set(docs) == {
+        base + "leave.md",
+        base + "parking.txt",
+        base + "ja/在宅勤務.md",
+    }  # the failed pdf left nothing
+    assert all(
+        d["status"] == "indexed" and d["metadata"]["source"] == "s3" and d["metadata"]["etag"] for d in docs.values()
+    )
+    with container.sessions() as session:
+        found = DocumentRepository(session).by_external_id("s3docs", base + "parking.txt")
+        assert found is not None and found.id == docs[base + "parking.txt"]["id"]
+    assert hits(client, "where do visitors park")[0]["document_id"] == docs[base + "parking.txt"]["id"]
+    assert hits(client, "在宅勤務は何日")[0]["document_id"] == docs[base + "ja/在宅勤務.md"]["id"]
+    assert hits(client, "paid leave", "hybrid")[0]["metadata"]["s3_uri"] == base + "leave.md"
+
+    second = run_sync(client, body)
+    assert second["counts"] == counts(scanned=4, unchanged=3, failed=1)
+    assert listed(client) == docs  # nothing re-created
+
+    s3.put_object(Bucket=bucket, Key="docs/parking.txt", Body=b"Visitors now park on level C3 of the south garage.\n")
+    s3.delete_object(Bucket=bucket, Key="docs/leave.md")
+    s3.put_object(Bucket=bucket, Key="docs/canteen.md", Body=b"# Canteen\n\nThe canteen serves ramen on Fridays.\n")
+    third = run_sync(client, body)
+    assert third["counts"] == counts(scanned=4, new=1, modified=1, unchanged=1, deleted=1, failed=1), third
+    after = listed(client)
+    assert set(after) == {base + "parking.txt", base + "ja/在宅勤務.md", base + "canteen.md"}
+    assert after[base + "parking.txt"]["id"] == docs[base + "parking.txt"]["id"]  # replaced in place
+    assert after[base + "parking.txt"]["metadata"]["etag"] != docs[base + "parking.txt"]["metadata"]["etag"]
+    gone = docs[base + "leave.md"]["id"]
+    assert client.get(f"/v1/documents/{gone}").status_code == 404
+    assert all(h["document_id"] != gone for h in hits(client, "paid leave after six months", "hybrid"))
+    assert not hits(client, "paid leave")
+    parking = hits(client, "where do visitors park")
+    assert parking[0]["document_id"] == after[base + "parking.txt"]["id"] and "C3" in parking[0]["text"]
+    assert not any("B2" in h["text"] for h in parking)
+    assert hits(client, "ramen")[0]["document_id"] == after[base + "canteen.md"]["id"]
+
+    s3.put_object(Bucket=bucket, Key="docs/ja/在宅勤務.md", Body=b"   ")  # a new version that cannot be indexed
+    fourth = run_sync(client, body)
+    assert fourth["counts"] == counts(scanned=4, unchanged=2, failed=2), fourth
+    assert any(e.startswith(base + "ja/在宅勤務.md: ") and "empty" in e for e in fourth["errors"])
+    assert hits(client, "在宅勤務は何日")[0]["document_id"] == docs[base + "ja/在宅勤務.md"]["id"]  # the old one stays
+    assert container.ingest.inspect().clean  # no orphan chunks from the replaced or deleted documents
+
+
+def test_missing_bucket_fails_the_job_with_a_clear_error(client: TestClient, s3: Any):
+    missing = f"ks-missing-{uuid.uuid4().hex[:8]}"
+    job = run_sync(client, {"bucket": missing, "collection": "s3docs"})
+    assert job["status"] == "failed"
+    assert missing in job["error"] and "does not exist" in job["error"]
+    assert job["counts"] == counts()
+    assert client.get("/v1/sources/s3/sync/nope").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "name", ["ab", "Upper-Case", "under_score", "my..bucket", "192.168.0.1", "xn--bucket", "-dash"]
+)
+def test_bad_bucket_name_is_422_problem(client: TestClient, name: str):
+    r = client.post("/v1/sources/s3/sync", json={"bucket": name})
+    assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM)
+    assert "bucket" in r.json()["detail"]
+
+
+def test_write_scope_and_collection_are_required(settings: Settings, embedder: Any, s3: Any, bucket: str):
+    container = build_container(settings.model_copy(update={"admin_key": SecretStr(ADMIN)}), embedder=embedder)
+    try:
+        with TestClient(create_app(container=container)) as client:
+            admin = {"Authorization": f"Bearer {ADMIN}"}
+
+            def key(**body: Any) -> dict[str, str]:
+                r = client.post("/v1/keys", json={"name": "k", **body}, headers=admin)
+                assert r.status_code == 201, r.text
+                return {"Authorization": f"Bearer {r.json()['key']}"}
+
+            reader = key(scopes=["read"])
+            other = key(scopes=["read", "write"], collections=["other"])
+            body = {"bucket": bucket, "prefix": "docs/", "collection": "s3docs"}
+            for headers in (reader, other):
+                r = client.post("/v1/sources/s3/sync", json=body, headers=headers)
+                assert r.status_code == 403 and r.headers["content-type"].startswith(PROBLEM), r.text
+            assert client.post("/v1/sources/s3/sync", json=body).status_code == 401
+
+            job = run_sync(client, {**body, "acl": ["group:hr"]}, headers=admin)
+            assert job["counts"]["new"] == 3
+            assert client.get(f"/v1/sources/s3/sync/{job['id']}", headers=other).status_code == 404
+            docs = client.get("/v1/documents", params={"collection": "s3docs"}, headers=admin).json()["items"]
+            assert {d["acl"][0] for d in docs} == {"group:hr"}
+            events = client.get("/v1/audit", params={"action": "sync"}, headers=admin).json()["items"]
+            assert [e["status"] for e in events] == [202, 403]  # newest first; the read-only key fails its scope
+            assert events[0]["target_ids"] == [job["id"], f"s3://{bucket}/docs/"]
+    finally:
+        container.close()
+
+
+@pytest.mark.process
+def test_cli_ingest_s3_prints_the_counts(settings: Settings, aws_env: dict[str, str], bucket: str, tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KS_", "AWS_"))}
+    env.update(
+        aws_env,
+        KS_DATA_DIR=str(settings.data_dir),
+        KS_DATABASE_URL=settings.resolved_database_url,
+        KS_VECTOR_STORE=settings.vector_store,
+        KS_OPENSEARCH_URL=settings.opensearch_url,
+        KS_OPENSEARCH_INDEX=settings.opensearch_index,
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN), *args], env=env, capture_output=True, text=True, timeout=300)
+
+    uri = f"s3://{bucket}/docs/"
+    first = run("ingest", uri, "--collection", "s3cli")
+    assert first.returncode == 1, first.stderr  # one object failed
+    assert "scanned 4, new 3, modified 0, unchanged 0, deleted 0, failed 1" in first.stdout, first.stdout
+    assert "docs/broken.pdf" in first.stderr
+    again = run("ingest", uri, "--collection", "s3cli")
+    assert "scanned 4, new 0, modified 0, unchanged 3, deleted 0, failed 1" in again.stdout, again.stdout
+    found = run("search", "where do visitors park", "--top-k", "1", "--collection", "s3cli")
+    assert found.returncode == 0 and "B2" in found.stdout
+
+    missing = run("ingest", f"s3://ks-missing-{uuid.uuid4().hex[:8]}/x", "--collection", "s3cli")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert run("ingest", "s3://Bad_Bucket/x").returncode == 2
+    nowhere = run("ingest", str(tmp_path / "nowhere"))
+    assert nowhere.returncode == 2 and "does not exist" in nowhere.stderr
