@@ -35,8 +35,24 @@ def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_kill_during_embedding_and_indexing_then_restart(settings: Settings):
-    server = Server(settings, **FAST_RECOVERY)
+@pytest.fixture
+def start(settings: Settings):  # type: ignore[no-untyped-def]
+    """Start servers that are always stopped at the end, whatever the test did."""
+    started: list[Server] = []
+
+    def _start(*args: str, **env: str) -> Server:
+        started.append(Server(settings, *args, **env))
+        return started[-1]
+
+    yield _start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def test_kill_during_embedding_and_indexing_then_restart(settings: Settings, start):
+    server = start(**FAST_RECOVERY)
     http = httpx.Client(base_url=server.url, timeout=30)
     try:
         r = http.post("/v1/documents?wait=false", json={"text": _long_document(), "title": "Maintenance"})
@@ -49,7 +65,7 @@ def test_kill_during_embedding_and_indexing_then_restart(settings: Settings):
     finally:
         http.close()
 
-    server = Server(settings, **FAST_RECOVERY)
+    server = start(**FAST_RECOVERY)
     http = httpx.Client(base_url=server.url, timeout=30)
     try:
         # second kill: after the restart has taken the job up again
@@ -59,7 +75,7 @@ def test_kill_during_embedding_and_indexing_then_restart(settings: Settings):
     finally:
         http.close()
 
-    server = Server(settings, **FAST_RECOVERY)
+    server = start(**FAST_RECOVERY)
     try:
         with httpx.Client(base_url=server.url, timeout=30) as http:
             doc = _wait(
@@ -79,15 +95,15 @@ def test_kill_during_embedding_and_indexing_then_restart(settings: Settings):
     assert doctor.returncode == 0 and "consistent" in doctor.stdout, doctor.stdout + doctor.stderr
 
 
-def test_kill_right_after_accepting_an_upload(settings: Settings):
-    server = Server(settings, KS_INGEST_WORKERS="0", **FAST_RECOVERY)  # nothing runs the job before the kill
+def test_kill_right_after_accepting_an_upload(settings: Settings, start):
+    server = start(KS_INGEST_WORKERS="0", **FAST_RECOVERY)  # nothing runs the job before the kill
     try:
         r = httpx.post(f"{server.url}/v1/documents?wait=false", json={"text": "Keys are returned to security."})
         assert r.status_code == 202
     finally:
         server.proc.kill()
         server.proc.wait()
-    server = Server(settings, **FAST_RECOVERY)
+    server = start(**FAST_RECOVERY)
     try:
         doc = _wait(
             lambda: (d := httpx.get(f"{server.url}/v1/documents/{r.json()['id']}").json())["status"] == "indexed" and d,
@@ -99,8 +115,8 @@ def test_kill_right_after_accepting_an_upload(settings: Settings):
         server.stop()
 
 
-def test_worker_process_takes_jobs_from_the_shared_queue(settings: Settings):
-    server = Server(settings, KS_INGEST_WORKERS="0")  # the API only queues
+def test_worker_process_takes_jobs_from_the_shared_queue(settings: Settings, start):
+    server = start(KS_INGEST_WORKERS="0")  # the API only queues
     worker = subprocess.Popen(
         [str(BIN), "worker"], env=_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
