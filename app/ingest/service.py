@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.errors import AppError, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from app.ingest.blobs import BlobStore
 from app.ingest.chunking import ChunkDraft, chunk_document
+from app.ingest.consistency import Inconsistencies, inspect, recover
 from app.ingest.parsers import detect_content_type, parse
 from app.ingest.redaction import redact_document
 from app.providers.base import Embedder
@@ -381,49 +382,14 @@ class IngestService:
                 docs.delete(doc)
         self._blobs.delete(document_id)
 
-    # --- consistency -----------------------------------------------------------------------------
+    # --- consistency (app.ingest.consistency) -------------------------------------------------------
     def inspect(self) -> Inconsistencies:
         """Differences between the metadata store and the chunk store."""
-        stored = self._store.chunk_counts()  # the chunk store first: a document added meanwhile is not an orphan
-        with self._sessions() as session:
-            docs = DocumentRepository(session)
-            known = docs.all_ids()
-            deleting = docs.ids_with_status("deleting")
-            indexed = docs.indexed_counts()
-        return Inconsistencies(
-            orphan_chunk_documents=sorted(set(stored) - known),
-            unfinished_deletes=sorted(deleting),
-            wrong_chunk_counts={d: (n, stored.get(d, 0)) for d, n in indexed.items() if stored.get(d, 0) != n},
-        )
+        return inspect(self._sessions, self._store)
 
     def recover(self, report: Inconsistencies | None = None) -> Inconsistencies:
-        """Repair what a crash can leave: finish deletes, drop chunks without a document, and fail documents
-        whose chunks are not all there (their originals are gone: they must be uploaded again). Each finding
-        is checked again right before it is repaired, so work done meanwhile by other workers is left alone."""
-        report = report or self.inspect()
-        with self._sessions() as session:
-            updating = JobRepository(session).active_updates()
-        if not updating:  # staged chunks that no running update will publish: a crash left them
-            self._store.delete_staged()
-            with self._sessions.begin() as session:
-                JobRepository(session).fail_interrupted_updates()
-        for doc_id in report.unfinished_deletes:
-            self._finish_delete(doc_id)
-        for doc_id in report.orphan_chunk_documents:
-            with self._sessions() as session:
-                if DocumentRepository(session).get(doc_id) is not None:
-                    continue
-            self._store.delete_document(doc_id)
-        for doc_id, (expected, _) in report.wrong_chunk_counts.items():
-            found = self._store.count(doc_id)
-            with self._sessions.begin() as session:
-                doc = DocumentRepository(session).get(doc_id)
-                if doc is None or doc.status != "indexed" or doc.chunk_count == found:
-                    continue
-                doc.status, doc.chunk_count = "failed", 0
-                doc.error = f"the chunk store held {found} of its {expected} chunks; upload the document again"
-            self._store.delete_document(doc_id)
-        return report
+        """Repair what a crash can leave (see app.ingest.consistency.recover)."""
+        return recover(self._sessions, self._store, self._finish_delete, report)
 
 
 @dataclass(slots=True)
@@ -449,17 +415,6 @@ class _Target:
             doc.acl,
             bool(collection and collection.redact_pii),
         )
-
-
-@dataclass(slots=True)
-class Inconsistencies:
-    orphan_chunk_documents: list[str]
-    unfinished_deletes: list[str]
-    wrong_chunk_counts: dict[str, tuple[int, int]]
-
-    @property
-    def clean(self) -> bool:
-        return not (self.orphan_chunk_documents or self.unfinished_deletes or self.wrong_chunk_counts)
 
 
 def _title_from_filename(filename: str | None) -> str | None:
