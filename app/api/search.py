@@ -1,6 +1,8 @@
-"""Search: keyword (BM25), semantic (vector) or hybrid (both, fused with reciprocal rank fusion)."""
+"""Search: keyword (BM25), semantic (vector) or hybrid (both, fused as KS_FUSION or the request says)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -18,7 +20,11 @@ async def search(body: SearchRequest, container: ContainerDep, caller: CallerDep
     caller.require("read")
     with container.audit.action(caller, "search") as audit:
         flt = chunk_filter(caller, body.collection, body.filters)
-        outcome = await run_in_threadpool(container.search.search, body.query, flt, body.top_k, body.mode)
+        override = body.fusion.model_dump(exclude_none=True) if body.fusion else None
+        fusion = replace(container.search.fusion, **override) if override is not None else None
+        outcome = await run_in_threadpool(
+            container.search.search, body.query, flt, body.top_k, body.mode, fusion=fusion
+        )
         audit.targets = [h.chunk.document_id for h in outcome.hits]
     return SearchResponse(
         results=[

@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     # --- ranking ---
     # How hybrid search merges keyword and vector results: rrf (ranks, with rrf_k), minmax or zscore
     # (normalized scores, weighted by fusion_weight_vector for vectors and 1 - that for keywords).
-    fusion: Literal["rrf", "minmax", "zscore"] = "rrf"
+    # zscore at 0.5 won on both eval sets (docs/benchmarks.md, "Retrieval quality").
+    fusion: Literal["rrf", "minmax", "zscore"] = "zscore"
     fusion_weight_vector: float = Field(0.5, ge=0.0, le=1.0)
 
     # Chat

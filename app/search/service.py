@@ -6,9 +6,11 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from app.providers.base import Embedder, Reranker
 from app.search.analysis import Analyzer
-from app.search.fusion import reciprocal_rank_fusion
+from app.search.fusion import Fusion, FusionMethod
 from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore
 
 Mode = Literal["hybrid", "semantic", "keyword"]
@@ -43,20 +45,40 @@ class SearchService:
         candidate_multiplier: int = 4,
         min_candidates: int = 50,
         reranker: Reranker | None = None,
+        fusion: FusionMethod = "zscore",
+        fusion_weight_vector: float = 0.5,
     ) -> None:
         self._store = store
         self._embedder = embedder
         self._analyzer = analyzer
-        self._rrf_k = rrf_k
+        # The default fusion of hybrid searches; a request may choose another (see app.search.fusion).
+        self.fusion = Fusion(method=fusion, k=rrf_k, weight_vector=fusion_weight_vector)
         self._multiplier = candidate_multiplier
         self._min_candidates = min_candidates
         self._reranker = reranker
 
-    def search(self, query: str, flt: ChunkFilter, top_k: int = 10, mode: Mode = "hybrid") -> SearchOutcome:
+    @property
+    def has_reranker(self) -> bool:
+        return self._reranker is not None
+
+    def search(
+        self,
+        query: str,
+        flt: ChunkFilter,
+        top_k: int = 10,
+        mode: Mode = "hybrid",
+        *,
+        fusion: Fusion | None = None,
+        rerank: bool = True,
+        query_vector: np.ndarray | None = None,
+    ) -> SearchOutcome:
+        """``fusion`` overrides the default for hybrid mode; ``rerank=False`` skips a configured reranker;
+        ``query_vector`` is the query's embedding when the caller already has it (evaluation runs)."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         n_candidates = top_k if mode != "hybrid" else max(top_k * self._multiplier, self._min_candidates)
-        if self._reranker is not None:
+        reranker = self._reranker if rerank else None
+        if reranker is not None:
             n_candidates = max(n_candidates, top_k * self._multiplier)
 
         keyword_hits, vector_hits = [], []
@@ -67,7 +89,7 @@ class SearchService:
             timings["keyword"] = _ms(t)
         if mode in ("hybrid", "semantic"):
             t = time.perf_counter()
-            vector = self._embedder.embed_query(query)
+            vector = self._embedder.embed_query(query) if query_vector is None else query_vector
             timings["embed"] = _ms(t)
             t = time.perf_counter()
             vector_hits = self._store.vector_search(vector, flt, n_candidates)
@@ -84,8 +106,8 @@ class SearchService:
                 sc.vector_score, sc.vector_rank = hit.score, rank
 
         if mode == "hybrid":
-            fused = reciprocal_rank_fusion(
-                [[h.chunk.chunk_id for h in keyword_hits], [h.chunk.chunk_id for h in vector_hits]], k=self._rrf_k
+            fused = (fusion or self.fusion).fuse(
+                [(h.chunk.chunk_id, h.score) for h in keyword_hits], [(h.chunk.chunk_id, h.score) for h in vector_hits]
             )
             ranked = []
             for chunk_id, score in fused:
@@ -94,9 +116,9 @@ class SearchService:
         else:
             ranked = list(merged.values())
 
-        if self._reranker is not None and ranked:
+        if reranker is not None and ranked:
             t = time.perf_counter()
-            order = self._reranker.rerank(query, [sc.chunk.text for sc in ranked], top_k)
+            order = reranker.rerank(query, [sc.chunk.text for sc in ranked], top_k)
             ranked = [_with_score(ranked[i], s) for i, s in order]
             timings["rerank"] = _ms(t)
         return SearchOutcome(hits=ranked[:top_k], took_ms=_ms(started), timings_ms=timings)
