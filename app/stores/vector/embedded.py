@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from app.core.errors import BadInput, ConfigurationError, StoreUnavailable
 from app.stores.vector.base import UNSET, ChunkFilter, ChunkRecord, Hit, IndexInfo, SourcePosition, Unset
@@ -70,6 +71,9 @@ class EmbeddedChunkStore:
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(chunks)")}
         if "live" not in columns:  # a store written before staged updates existed
             self._conn.execute("ALTER TABLE chunks ADD COLUMN live INTEGER NOT NULL DEFAULT 1")
+        # One BLAS thread: a matrix-vector product is memory-bound, and BLAS threads spinning beside the
+        # embedder's OpenMP threads made a 10k-chunk hybrid search 40x slower on 2 cores (bench/ingest_search).
+        threadpool_limits(limits=1, user_api="blas")
         self._dim = 0
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._rowids = np.zeros(0, dtype=np.int64)
