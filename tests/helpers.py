@@ -33,3 +33,15 @@ def upload_file(client, name: str, *, collection: str = "default") -> dict[str, 
     r = client.post("/v1/documents", files={"file": (name, path.read_bytes())}, data={"collection": collection})
     assert r.status_code == 201, r.text
     return r.json()
+
+
+def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of a Server-Sent Events body."""
+    import json
+
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line and not line.startswith(":"))
+        if "event" in fields and "data" in fields:
+            events.append((fields["event"].strip(), json.loads(fields["data"].strip())))
+    return events

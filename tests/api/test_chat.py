@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 
-from tests.helpers import PROBLEM, SAMPLE_FILES, upload_file
+from tests.helpers import PROBLEM, SAMPLE_FILES, sse_events, upload_file
 
 
 @pytest.fixture
@@ -84,25 +83,11 @@ def test_collection_scope_limits_citations(client, corpus):
     assert body["citations"] == []
 
 
-def _events(text: str) -> list[tuple[str, dict]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        name = data = None
-        for line in block.splitlines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                data = line.split(":", 1)[1].strip()
-        if name and data:
-            events.append((name, json.loads(data)))
-    return events
-
-
 def test_streaming_sends_citations_then_deltas_then_done(client, corpus):
     with client.stream("POST", "/v1/chat", json={"message": "How long must passwords be?", "stream": True}) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
-        events = _events("".join(r.iter_text()))
+        events = sse_events("".join(r.iter_text()))
     kinds = [k for k, _ in events]
     assert kinds[0] == "citations" and kinds[-1] == "done" and "delta" in kinds
     assert set(kinds[1:-1]) == {"delta"}

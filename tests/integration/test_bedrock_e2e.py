@@ -19,6 +19,7 @@ import pytest
 
 from app.core.config import Settings
 from tests.fakes.bedrock_server import FakeBedrock, access_denied, error, guardrail, reply, throttle
+from tests.helpers import sse_events
 from tests.integration.test_process import Server
 
 pytestmark = pytest.mark.process
@@ -109,12 +110,7 @@ def upload(http: httpx.Client) -> dict[str, dict[str, Any]]:
 
 
 def sse(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in response.read().decode().replace("\r\n", "\n").split("\n\n"):
-        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line and not line.startswith(":"))
-        if "event" in fields and "data" in fields:
-            events.append((fields["event"].strip(), json.loads(fields["data"].strip())))
-    return events
+    return sse_events(response.read().decode())
 
 
 def sent_sources(body: dict[str, Any]) -> dict[int, str]:

@@ -4,7 +4,6 @@ on 127.0.0.1 (tests/fakes/openai_server.py)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 
 from app.core.config import Settings
 from tests.fakes.openai_server import FakeOpenAI
+from tests.helpers import sse_events
 from tests.integration.test_process import Server
 
 pytestmark = pytest.mark.process
@@ -30,12 +30,7 @@ def fake() -> Iterator[FakeOpenAI]:
 
 
 def sse(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in response.read().decode().replace("\r\n", "\n").split("\n\n"):
-        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line and not line.startswith(":"))
-        if "event" in fields and "data" in fields:
-            events.append((fields["event"].strip(), json.loads(fields["data"].strip())))
-    return events
+    return sse_events(response.read().decode())
 
 
 def test_chat_through_an_openai_compatible_server(settings: Settings, fake: FakeOpenAI) -> None:
