@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import admin, chat, documents, health, jobs, metrics, problems, search, sources
+from app.api.schemas import TextDocumentCreate
 from app.core import observability
 from app.core.config import Settings
 from app.core.container import Container, build_container
@@ -70,4 +71,23 @@ def create_app(
         app.include_router(module.router)
     metrics.install(app)  # /metrics, the page at / and its static files
     logging.getLogger("app").setLevel(settings.log_level)
+    _register_schemas(app, TextDocumentCreate)
     return app
+
+
+def _register_schemas(app: FastAPI, *models: type) -> None:
+    """Add request models that routes read by hand (the upload body) to the OpenAPI components."""
+    build = app.openapi
+
+    def openapi() -> dict:  # type: ignore[type-arg]
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                components[model.__name__] = model.model_json_schema(  # type: ignore[attr-defined]
+                    ref_template="#/components/schemas/{model}"
+                )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

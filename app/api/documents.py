@@ -68,7 +68,8 @@ _UPLOAD_BODY = {
                     },
                 }
             },
-            "application/json": {"schema": TextDocumentCreate.model_json_schema()},
+            # a shared component (added in app.main), so generated clients get one model for both operations
+            "application/json": {"schema": {"$ref": "#/components/schemas/TextDocumentCreate"}},
         },
     }
 }
