@@ -84,8 +84,12 @@ def ingest(
     ],
     collection: Annotated[str, typer.Option(help="Collection to put the documents in.")] = "default",
     metadata: Annotated[str, typer.Option(help='Metadata for every local file, as JSON: {"dept": "hr"}')] = "{}",
+    workers: Annotated[
+        int, typer.Option(min=1, max=32, help="Files processed at once (one parses while another embeds).")
+    ] = 2,
 ) -> None:
-    """Ingest documents, with a progress bar. An s3:// prefix is synced: new and changed objects are indexed,
+    """Ingest documents, with a progress bar. Files whose content is already indexed are skipped, so a run that
+    was interrupted resumes where it stopped. An s3:// prefix is synced: new and changed objects are indexed,
     documents whose object is gone are deleted, and the counts are printed."""
     try:
         meta = json.loads(metadata)
@@ -102,7 +106,7 @@ def ingest(
             raise typer.Exit(2)
     container = _container()
     try:
-        failed = _ingest_paths(container, local, collection, meta) if local else 0
+        failed = _ingest_paths(container, local, collection, meta, workers) if local else 0
         if s3_uris:
             failed += _sync_s3(container, s3_uris, collection)
     finally:
@@ -156,7 +160,12 @@ def _sync_s3(container: Any, uris: list[str], collection: str) -> int:
     return failed
 
 
-def _ingest_paths(container: Any, paths: list[Path], collection: str, meta: dict[str, Any]) -> int:
+def _ingest_paths(container: Any, paths: list[Path], collection: str, meta: dict[str, Any], workers: int) -> int:
+    """Record every file (hashed from disk; unchanged ones are skipped), then run the new jobs and those an
+    interrupted run left unfinished on ``workers`` threads. Returns how many files failed."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from app.ingest.payload import Payload
     from app.ingest.service import Upload
 
     found = sorted(
@@ -167,40 +176,55 @@ def _ingest_paths(container: Any, paths: list[Path], collection: str, meta: dict
             if p.is_file() and (root.is_file() or p.suffix.lower() in SUPPORTED_SUFFIXES)
         }
     )
-    indexed = skipped = failed = 0
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    ) as progress:
-        files_task = progress.add_task("files", total=len(found))
-        chunks_task = progress.add_task("chunks", total=None, visible=False)
+    jobs: dict[str, Path] = {}
+    skipped = failed = indexed = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err) as progress:
+        scan = progress.add_task("checking files", total=len(found))
         for path in found:
-            progress.update(files_task, description=f"files ({path.name[:40]})")
             try:
-                submitted = container.ingest.submit(
-                    Upload(data=path.read_bytes(), collection=collection, filename=path.name, metadata=meta)
-                )
-                if not submitted.created:
-                    skipped += 1
-                else:
-                    progress.update(chunks_task, visible=True, completed=0, total=None)
-                    doc = container.ingest.run_job(
-                        submitted.job.id,
-                        progress=lambda done, total: progress.update(chunks_task, completed=done, total=total),
-                    )
-                    if doc.status == "failed":
-                        failed += 1
-                        err.print(f"[red]failed[/red] {path}: {doc.error}")
-                    else:
-                        indexed += 1
+                upload = Upload(Payload.of_file(path), collection=collection, filename=path.name, metadata=meta)
+                submitted = container.ingest.submit(upload)
             except AppError as exc:
                 failed += 1
                 err.print(f"[red]failed[/red] {path}: {exc.detail}")
-            progress.advance(files_task)
+            else:
+                unfinished = submitted.document.status in ("queued", "processing")  # an interrupted run's
+                if (submitted.created or unfinished) and submitted.job is not None:
+                    jobs[submitted.job.id] = path
+                else:
+                    skipped += 1
+            progress.advance(scan)
+        files = progress.add_task("files", total=len(jobs))
+        chunks = progress.add_task("chunks", total=None)
+        counts: dict[str, tuple[int, int]] = {}
+
+        def track(job_id: str) -> Any:
+            def report(done: int, total: int) -> None:
+                counts[job_id] = (done, total)
+                values = list(counts.values())
+                progress.update(chunks, completed=sum(d for d, _ in values), total=sum(t for _, t in values))
+
+            return report
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="ingest") as pool:
+            running = {
+                pool.submit(container.ingest.run_job, job_id, track(job_id)): path for job_id, path in jobs.items()
+            }
+            for future in as_completed(running):
+                path = running[future]
+                try:
+                    doc = future.result()
+                except AppError as exc:
+                    failed += 1
+                    err.print(f"[red]failed[/red] {path}: {exc.detail}")
+                else:
+                    if doc.status == "indexed":
+                        indexed += 1
+                    else:
+                        failed += 1
+                        err.print(f"[red]failed[/red] {path}: {doc.error}")
+                progress.update(files, advance=1, description=f"files ({path.name[:40]})")
     err.print(f"indexed {indexed}, unchanged {skipped}, failed {failed} (collection '{collection}')")
     return failed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -23,6 +24,7 @@ from app.api.schemas import (
     Principal,
     TextDocumentCreate,
 )
+from app.core.config import Settings
 from app.core.container import Container
 from app.core.errors import (
     BadInput,
@@ -34,6 +36,7 @@ from app.core.errors import (
     UnsupportedMediaType,
 )
 from app.core.security import Caller
+from app.ingest.payload import Payload
 from app.ingest.service import Submitted, Upload
 from app.stores.sql.models import Document
 from app.stores.sql.repositories import DocumentRepository, JobRepository
@@ -95,43 +98,44 @@ async def upload_document(
     """Upload a document (multipart `file`, or JSON text) and index it."""
     caller.require("write")
     with container.audit.action(caller, "ingest") as audit:
-        upload = await _read_upload(request, container.settings.max_upload_bytes)
-        caller.check_write(upload.collection)
-        existing = upload.external_id and await run_in_threadpool(_by_external_id, container, caller, upload)
-        if existing:
-            audit.targets = [existing]
-            doc = await run_in_threadpool(container.ingest.replace, existing, upload)
-            response.status_code = audit.status = status.HTTP_200_OK
-            return document_read(doc)
-        submitted: Submitted = await run_in_threadpool(container.ingest.submit, upload)
-        audit.targets = [submitted.document.id]
-        if not submitted.created:
-            if not await run_in_threadpool(_visible, container, caller, submitted.document.id):
-                raise Conflict("the same content already exists in this collection under another access list")
-            response.status_code = audit.status = status.HTTP_200_OK
-            return document_read(submitted.document, submitted.job)
-        job = submitted.job
-        assert job is not None
-        if not wait:
-            if container.worker is not None:
-                container.worker.notify()
-            response.status_code = audit.status = status.HTTP_202_ACCEPTED
-            return document_read(submitted.document, job)
-        doc = await run_in_threadpool(container.ingest.run_job, job.id)
-        if doc.status == "queued":  # a transient failure: the job is queued again with a backoff
-            raise StoreUnavailable(
-                f"the document could not be indexed yet ({doc.error}); it stays queued and is retried "
-                f"automatically: follow GET /v1/jobs/{job.id}",
-                headers={"Retry-After": "5"},
-                extra={"document_id": doc.id, "job_id": job.id},
-            )
-        if doc.status == "failed":
-            # Nothing half-made stays behind: the client fixes the file and uploads again.
-            await run_in_threadpool(container.ingest.delete, doc.id)
-            raise Unprocessable(doc.error or "the document could not be indexed")
-        audit.status = status.HTTP_201_CREATED
-        with container.sessions() as session:
-            return document_read(DocumentRepository(session).get(doc.id) or doc, JobRepository(session).get(job.id))
+        upload = await _read_upload(request, container.settings)
+        with upload.payload:  # a spool file not taken by the blob store goes when the request ends
+            caller.check_write(upload.collection)
+            existing = upload.external_id and await run_in_threadpool(_by_external_id, container, caller, upload)
+            if existing:
+                audit.targets = [existing]
+                doc = await run_in_threadpool(container.ingest.replace, existing, upload)
+                response.status_code = audit.status = status.HTTP_200_OK
+                return document_read(doc)
+            submitted: Submitted = await run_in_threadpool(container.ingest.submit, upload)
+            audit.targets = [submitted.document.id]
+            if not submitted.created:
+                if not await run_in_threadpool(_visible, container, caller, submitted.document.id):
+                    raise Conflict("the same content already exists in this collection under another access list")
+                response.status_code = audit.status = status.HTTP_200_OK
+                return document_read(submitted.document, submitted.job)
+            job = submitted.job
+            assert job is not None
+            if not wait:
+                if container.worker is not None:
+                    container.worker.notify()
+                response.status_code = audit.status = status.HTTP_202_ACCEPTED
+                return document_read(submitted.document, job)
+            doc = await run_in_threadpool(container.ingest.run_job, job.id)
+            if doc.status == "queued":  # a transient failure: the job is queued again with a backoff
+                raise StoreUnavailable(
+                    f"the document could not be indexed yet ({doc.error}); it stays queued and is retried "
+                    f"automatically: follow GET /v1/jobs/{job.id}",
+                    headers={"Retry-After": "5"},
+                    extra={"document_id": doc.id, "job_id": job.id},
+                )
+            if doc.status == "failed":
+                # Nothing half-made stays behind: the client fixes the file and uploads again.
+                await run_in_threadpool(container.ingest.delete, doc.id)
+                raise Unprocessable(doc.error or "the document could not be indexed")
+            audit.status = status.HTTP_201_CREATED
+            with container.sessions() as session:
+                return document_read(DocumentRepository(session).get(doc.id) or doc, JobRepository(session).get(job.id))
 
 
 @router.get("", response_model=DocumentPage)
@@ -196,8 +200,9 @@ async def replace_document(
     with container.audit.action(caller, "update", [document_id]):
         doc = await run_in_threadpool(_readable_in_session, container, caller, document_id)
         caller.check_write(doc.collection)
-        upload = await _read_upload(request, container.settings.max_upload_bytes)
-        return document_read(await run_in_threadpool(container.ingest.replace, document_id, upload))
+        upload = await _read_upload(request, container.settings)
+        with upload.payload:
+            return document_read(await run_in_threadpool(container.ingest.replace, document_id, upload))
 
 
 @router.patch("/{document_id}", response_model=DocumentRead)
@@ -261,7 +266,8 @@ def _visible(container: Container, caller: Caller, document_id: str) -> bool:
 
 
 # --- reading the upload -------------------------------------------------------------------------------
-async def _read_upload(request: Request, limit: int) -> Upload:
+async def _read_upload(request: Request, settings: Settings) -> Upload:
+    limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
         raise PayloadTooLarge(f"the upload is {declared} bytes; the limit is {limit} bytes (KS_MAX_UPLOAD_MB)")
@@ -269,7 +275,7 @@ async def _read_upload(request: Request, limit: int) -> Upload:
     if content_type == "application/json":
         return await _json_upload(request, limit)
     if content_type == "multipart/form-data":
-        return await _form_upload(request, limit)
+        return await _form_upload(request, limit, settings.data_dir / "spool")
     raise UnsupportedMediaType(
         f"send multipart/form-data with a 'file' field, or application/json text; got {content_type or 'nothing'}"
     )
@@ -286,8 +292,8 @@ async def _json_upload(request: Request, limit: int) -> Upload:
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise Unprocessable(f"the JSON body is not valid: {where}: {first.get('msg')}") from exc
     markdown = body.format == "markdown"
-    return Upload(
-        data=body.text.encode("utf-8"),
+    return Upload.of_bytes(
+        body.text.encode("utf-8"),
         collection=body.collection,
         filename="document.md" if markdown else "document.txt",
         declared_type="text/markdown" if markdown else "text/plain",
@@ -298,27 +304,29 @@ async def _json_upload(request: Request, limit: int) -> Upload:
     )
 
 
-async def _form_upload(request: Request, limit: int) -> Upload:
+async def _form_upload(request: Request, limit: int, spool_dir: Path) -> Upload:
+    # Starlette keeps the first MiB of a file part in memory and the rest in a temporary file; we copy it block
+    # by block into our spool (hashing as we go), so a large upload never sits in memory whole.
     form = await request.form(max_files=1, max_fields=10)
     file = form.get("file")
     if not isinstance(file, UploadFile):
         raise BadInput("the multipart body needs a 'file' field holding the document")
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"the file is larger than the limit of {limit} bytes (KS_MAX_UPLOAD_MB)")
     collection = str(form.get("collection") or "default")
     if not re.match(COLLECTION_PATTERN, collection):
         raise BadInput("collection names use letters, digits, '_', '.', '-' (up to 128, starting with a letter/digit)")
     title = form.get("title")
+    metadata = _parse_json_field(form.get("metadata"), "metadata", dict, '{"dept": "hr"}') or {}
+    acl, external_id = _parse_acl(form.get("acl")), _external_id(form.get("external_id"))
+    payload = await run_in_threadpool(Payload.spool, file.file, spool_dir, limit)
     return Upload(
-        data=data,
+        payload,
         collection=collection,
         filename=file.filename,
         declared_type=file.content_type,
         title=str(title)[:512] if title else None,
-        metadata=_parse_json_field(form.get("metadata"), "metadata", dict, '{"dept": "hr"}') or {},
-        acl=_parse_acl(form.get("acl")),
-        external_id=_external_id(form.get("external_id")),
+        metadata=metadata,
+        acl=acl,
+        external_id=external_id,
     )
 
 

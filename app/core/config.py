@@ -16,6 +16,9 @@ class Settings(BaseSettings):
 
     # Where the embedded default keeps everything (metadata DB, chunk index, uploaded files).
     data_dir: Path = Path("./data")
+    # Where uploaded originals wait for their ingest job: "local" (data_dir/blobs), a directory (storage every
+    # node mounts), or s3://bucket/prefix so API nodes and workers on other machines share them.
+    blob_store: str = "local"
     # Metadata database; defaults to SQLite inside data_dir.
     database_url: str | None = None
     # Postgres pool tuning (ignored on SQLite).

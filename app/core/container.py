@@ -13,7 +13,7 @@ from app.chat.service import ChatService
 from app.core.audit import AuditLog
 from app.core.config import Settings
 from app.core.ratelimit import KeyRateLimiter
-from app.ingest.blobs import BlobStore
+from app.ingest.blobs import build_blob_store, clear_stale_spool
 from app.ingest.service import IngestService
 from app.ingest.worker import JobWorker
 from app.providers.base import ChatModel, Embedder
@@ -54,6 +54,7 @@ class Container:
             self.worker.start()
 
     def _recover(self) -> None:
+        clear_stale_spool(self.settings.data_dir / "spool")
         try:
             report = self.ingest.recover()
             if not report.clean:
@@ -103,7 +104,7 @@ def build_container(
         store,
         embedder,
         analyzer,
-        BlobStore(settings.data_dir / "blobs"),
+        build_blob_store(settings.blob_store, settings.data_dir, region=settings.aws_region),
         chunk_size=settings.chunk_size,
         chunk_overlap=settings.chunk_overlap,
         max_upload_bytes=settings.max_upload_bytes,

@@ -219,8 +219,8 @@ def ingest(container: Any, dataset: BeirDataset, collection: str, progress: Prog
     _describe(container, collection, f"{marker} (incomplete)")
     started = time.perf_counter()
     for n, doc in enumerate(dataset.corpus, start=1):
-        upload = Upload(
-            data=document_bytes(doc),
+        upload = Upload.of_bytes(
+            document_bytes(doc),
             collection=collection,
             filename=re.sub(r"[^\w.-]+", "_", doc.id)[:200] + ".txt",
             title=(doc.title or doc.id)[:512],

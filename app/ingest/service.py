@@ -6,10 +6,9 @@ A document moves queued → processing → indexed (or failed, with the reason).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,7 +19,8 @@ from app.core.errors import AppError, Conflict, NotFound, PayloadTooLarge, Unpro
 from app.ingest.blobs import BlobStore
 from app.ingest.chunking import ChunkDraft, chunk_document
 from app.ingest.consistency import Inconsistencies, inspect, recover
-from app.ingest.parsers import detect_content_type, parse
+from app.ingest.parsers import detect_content_type, parse_parts
+from app.ingest.payload import Payload
 from app.ingest.redaction import redact_document
 from app.providers.base import Embedder
 from app.search.analysis import Analyzer
@@ -35,7 +35,7 @@ Progress = Callable[[int, int], None]
 
 @dataclass(slots=True)
 class Upload:
-    data: bytes
+    payload: Payload
     collection: str = "default"
     filename: str | None = None
     declared_type: str | None = None
@@ -44,6 +44,10 @@ class Upload:
     acl: list[str] | None = None
     # Where the document came from (e.g. s3://bucket/key), for sources that sync.
     external_id: str | None = None
+
+    @classmethod
+    def of_bytes(cls, data: bytes, **fields: Any) -> Upload:
+        return cls(Payload.of_bytes(data), **fields)
 
 
 @dataclass(slots=True)
@@ -103,7 +107,7 @@ class IngestService:
                     title=(upload.title or _title_from_filename(upload.filename) or "Untitled")[:512],
                     filename=(upload.filename or None) and upload.filename[:512],
                     content_type=content_type,
-                    size_bytes=len(upload.data),
+                    size_bytes=upload.payload.size,
                     content_hash=digest,
                     metadata_=upload.metadata or {},
                     external_id=upload.external_id,
@@ -112,18 +116,21 @@ class IngestService:
             )
             docs.set_readers(doc, upload.acl)
             job = JobRepository(session).add(Job(document_id=doc.id, kind="ingest", status="queued"))
-            self._blobs.put(doc.id, upload.data)
+            self._blobs.put(doc.id, upload.payload)
         return Submitted(doc, job, created=True)
 
     def _validate(self, upload: Upload) -> tuple[str, str]:
-        if len(upload.data) > self._max_upload_bytes:
+        payload = upload.payload
+        if payload.size > self._max_upload_bytes:
             raise PayloadTooLarge(
-                f"the file is {len(upload.data)} bytes; the limit is {self._max_upload_bytes} (KS_MAX_UPLOAD_MB)"
+                f"the file is {payload.size} bytes; the limit is {self._max_upload_bytes} (KS_MAX_UPLOAD_MB)"
             )
-        if not upload.data.strip():
+        if payload.is_blank():
             raise Unprocessable("the file is empty: upload a document with some text in it")
-        content_type = detect_content_type(upload.filename, upload.data, upload.declared_type)
-        return content_type, hashlib.sha256(upload.data).hexdigest()
+        content_type = detect_content_type(upload.filename, payload, upload.declared_type)
+        if payload.sha256 is None:
+            raise ValueError("an upload's payload is hashed when it is read (Payload.of_bytes/of_file/spool)")
+        return content_type, payload.sha256
 
     # --- process ---------------------------------------------------------------------------------
     def run_job(self, job_id: str, progress: Progress | None = None) -> Document:
@@ -196,67 +203,96 @@ class IngestService:
             if doc is None:
                 raise NotFound(f"document {doc_id} does not exist")
             target = _Target.of(doc, CollectionRepository(session).get(doc.collection))
-        drafts, title, redactions = self._chunk(self._blobs.get(doc_id), doc_id, target)
-        self._set_progress(job_id, 0, len(drafts), title=title, doc_id=doc_id)
         self._store.delete_document(doc_id)  # a retried job starts clean
-        # Staged, then published at once: a document is never searchable with only part of its chunks.
-        ids = self._write(doc_id, drafts, f"{doc_id}-", title, target, job_id, progress)
+        try:
+            payload = self._blobs.get(doc_id)
+        except FileNotFoundError as exc:  # permanent: no retry brings it back
+            raise Unprocessable(
+                "the uploaded original is no longer in the blob store (KS_BLOB_STORE): upload the document again"
+            ) from exc
+        try:
+            # Staged, then published at once: a document is never searchable with only part of its chunks.
+            ids = self._write(doc_id, self._pieces(payload, target), f"{doc_id}-", target, job_id, progress)
+        finally:
+            payload.discard()
+        if target.redactions is not None:
+            self._record_redactions(doc_id, target.redactions)
         self._store.publish(doc_id, ids)
         return len(ids)
 
-    def _chunk(self, data: bytes, doc_id: str, target: _Target) -> tuple[list[ChunkDraft], str, int | None]:
-        parsed = parse(data, target.content_type)
-        redactions = None
-        if target.redact:  # before anything is chunked, embedded or stored
-            parsed, redactions = redact_document(parsed)
-            self._record_redactions(doc_id, redactions)
-        title = target.title
-        # Without a title from the client, the document's own title beats its file name.
-        if parsed.title and title in ("Untitled", _title_from_filename(target.filename)):
-            title = parsed.title.strip()[:512] or title
-        drafts = chunk_document(parsed, self._chunk_size, self._chunk_overlap)
-        if not drafts:
-            raise Unprocessable("the document has no text to index")
-        return drafts, title, redactions
+    def _pieces(self, payload: Payload, target: _Target) -> Iterator[tuple[list[ChunkDraft], float]]:
+        """The document's chunks, part by part (see ``parse_parts``), with the share of the file read so far.
+
+        Offsets are made document-wide; PII is redacted before anything is chunked, embedded or stored; the
+        title is settled with the first part."""
+        offset, first = 0, True
+        for part, done in parse_parts(payload, target.content_type):
+            if target.redact:
+                part, count = redact_document(part)
+                target.redactions = (target.redactions or 0) + count
+            if first and part.title and target.title in ("Untitled", _title_from_filename(target.filename)):
+                # Without a title from the client, the document's own title beats its file name.
+                target.title = part.title.strip()[:512] or target.title
+            first = False
+            drafts = chunk_document(part, self._chunk_size, self._chunk_overlap)
+            for draft in drafts:
+                draft.source.char_start += offset
+                draft.source.char_end += offset
+            offset += len(part.text) + 2  # parts join with a blank line
+            yield drafts, done
 
     def _write(
         self,
         doc_id: str,
-        drafts: list[ChunkDraft],
+        pieces: Iterator[tuple[list[ChunkDraft], float]],
         id_prefix: str,
-        title: str,
         target: _Target,
         job_id: str | None,
         progress: Progress | None,
     ) -> list[str]:
-        """Embed and stage the chunks batch by batch, reporting progress; returns their ids."""
-        total, ids = len(drafts), []
-        for start in range(0, total, self._batch):
-            batch = drafts[start : start + self._batch]
-            vectors = self._embedder.embed_documents([d.text for d in batch])
-            records = [
-                ChunkRecord(
-                    chunk_id=f"{id_prefix}{start + i:05d}",
-                    document_id=doc_id,
-                    collection=target.collection,
-                    ordinal=start + i,
-                    title=title,
-                    text=d.text,
-                    source=d.source,
-                    metadata=target.metadata,
-                    acl=target.acl,
-                    tokens=" ".join(self._analyzer.tokens(d.text)),
-                    vector=vectors[i],
-                )
-                for i, d in enumerate(batch)
-            ]
-            self._store.add(records, live=False)
-            ids += [r.chunk_id for r in records]
-            if job_id is not None:
-                self._set_progress(job_id, len(ids), total)
-            if progress is not None:
-                progress(len(ids), total)
+        """Embed and stage the chunks batch by batch as the parts arrive, reporting progress; returns their ids.
+
+        Until the last part is read, the total is an estimate from the share of the file read."""
+        ids: list[str] = []
+        pending: list[ChunkDraft] = []
+        started = False
+        for drafts, done in pieces:
+            pending += drafts
+            if not started and job_id is not None:  # the title is known now
+                self._set_progress(job_id, 0, _estimate(0, len(pending), done), title=target.title, doc_id=doc_id)
+            started = True
+            while len(pending) >= self._batch or (done >= 1.0 and pending):
+                batch, pending = pending[: self._batch], pending[self._batch :]
+                ids += self._stage(doc_id, batch, id_prefix, len(ids), target)
+                total = _estimate(len(ids), len(pending), done)
+                if job_id is not None:
+                    self._set_progress(job_id, len(ids), total)
+                if progress is not None:
+                    progress(len(ids), total)
+        if not ids:
+            raise Unprocessable("the document has no text to index")
         return ids
+
+    def _stage(self, doc_id: str, batch: list[ChunkDraft], id_prefix: str, first: int, target: _Target) -> list[str]:
+        vectors = self._embedder.embed_documents([d.text for d in batch])
+        records = [
+            ChunkRecord(
+                chunk_id=f"{id_prefix}{first + i:05d}",
+                document_id=doc_id,
+                collection=target.collection,
+                ordinal=first + i,
+                title=target.title,
+                text=d.text,
+                source=d.source,
+                metadata=target.metadata,
+                acl=target.acl,
+                tokens=" ".join(self._analyzer.tokens(d.text)),
+                vector=vectors[i],
+            )
+            for i, d in enumerate(batch)
+        ]
+        self._store.add(records, live=False)
+        return [r.chunk_id for r in records]
 
     # --- replace ---------------------------------------------------------------------------------
     def replace(self, document_id: str, upload: Upload) -> Document:
@@ -286,10 +322,9 @@ class IngestService:
                 target.metadata = upload.metadata
             job_id = job.id
         try:
-            drafts, title, redactions = self._chunk(upload.data, document_id, target)
-            ids = self._write(
-                document_id, drafts, f"{document_id}-{uuid.uuid4().hex[:6]}-", title, target, job_id, None
-            )
+            with upload.payload as payload:
+                prefix = f"{document_id}-{uuid.uuid4().hex[:6]}-"
+                ids = self._write(document_id, self._pieces(payload, target), prefix, target, job_id, None)
         except Exception as exc:
             self._store.delete_staged(document_id)
             reason = exc.detail if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
@@ -305,9 +340,9 @@ class IngestService:
             if doc is None:
                 self._store.delete_document(document_id)
                 raise NotFound(f"document {document_id} was deleted while it was being replaced")
-            doc.content_type, doc.content_hash, doc.size_bytes = content_type, digest, len(upload.data)
-            doc.filename, doc.title, doc.metadata_ = target.filename, title, target.metadata
-            doc.chunk_count, doc.status, doc.error, doc.redactions = len(ids), "indexed", None, redactions
+            doc.content_type, doc.content_hash, doc.size_bytes = content_type, digest, upload.payload.size
+            doc.filename, doc.title, doc.metadata_ = target.filename, target.title, target.metadata
+            doc.chunk_count, doc.status, doc.error, doc.redactions = len(ids), "indexed", None, target.redactions
             if job is not None:
                 job.status, job.lease_until = "succeeded", None
         return doc
@@ -403,6 +438,7 @@ class _Target:
     metadata: dict[str, Any]
     acl: list[str] | None
     redact: bool
+    redactions: int | None = None  # counted as the parts are redacted
 
     @classmethod
     def of(cls, doc: Document, collection: Any) -> _Target:
@@ -415,6 +451,12 @@ class _Target:
             doc.acl,
             bool(collection and collection.redact_pii),
         )
+
+
+def _estimate(done: int, pending: int, share_read: float) -> int:
+    """Chunks in the whole document, from those cut so far and the share of the file they came from."""
+    known = done + pending
+    return known if share_read >= 1.0 else max(known, round(known / max(share_read, 1e-6)))
 
 
 def _title_from_filename(filename: str | None) -> str | None:

@@ -58,7 +58,7 @@ def test_a_store_outage_is_retried_with_backoff_then_succeeds(client, container,
         settings.model_copy(update={"opensearch_url": "http://127.0.0.1:9", "opensearch_timeout_s": 0.5})
     )
     during_outage = _ingest_with(container, dead, max_attempts=3, backoff_s=0.0)
-    submitted = during_outage.submit(Upload(data=b"The staff canteen serves curry on Wednesdays."))
+    submitted = during_outage.submit(Upload.of_bytes(b"The staff canteen serves curry on Wednesdays."))
     doc = during_outage.run_job(submitted.job.id)
     assert doc.status == "queued" and "retrying" in doc.error
     job = client.get(f"/v1/jobs/{submitted.job.id}").json()
@@ -75,7 +75,7 @@ def test_store_outage_past_the_attempt_budget_fails_with_the_reason(container, s
         settings.model_copy(update={"opensearch_url": "http://127.0.0.1:9", "opensearch_timeout_s": 0.5})
     )
     ingest = _ingest_with(container, dead, max_attempts=1, backoff_s=0.0)
-    submitted = ingest.submit(Upload(data=b"Umbrellas can be borrowed at reception."))
+    submitted = ingest.submit(Upload.of_bytes(b"Umbrellas can be borrowed at reception."))
     doc = ingest.run_job(submitted.job.id)
     assert doc.status == "failed" and "OpenSearch" in doc.error
 

@@ -283,3 +283,54 @@ def test_truncated_docx_is_unprocessable(data: bytes) -> None:
 def test_undecodable_text_is_unprocessable() -> None:
     with pytest.raises(Unprocessable, match="UTF-8"):
         parse(random_bytes(3000, allow_nul=False), TEXT)
+
+
+# --- large files arrive as parts ------------------------------------------------------------------------------
+def _streamed(data: bytes, content_type: str) -> list[tuple[ParsedDocument, float]]:
+    from app.ingest.parsers import parse_parts
+    from app.ingest.payload import Payload
+
+    return list(parse_parts(Payload.of_bytes(data), content_type))
+
+
+def test_a_large_text_file_streams_in_parts_that_join_to_the_whole(monkeypatch: pytest.MonkeyPatch):
+    from app.ingest import parsers
+    from app.ingest.parsers import text as text_parser
+
+    monkeypatch.setattr(parsers, "STREAM_TEXT_ABOVE", 1000)
+    monkeypatch.setattr(text_parser, "WINDOW", 700)
+    paragraphs = [
+        f"Paragraph {i} says the printer on floor {i % 7} needs toner.   \r\nSecond line {i}." for i in range(80)
+    ]
+    data = ("\r\n\r\n".join(paragraphs) + "\n" + "x" * 1500 + " end of the long tail").encode()
+    parts = _streamed(data, "text/plain")
+    assert len(parts) > 5
+    shares = [share for _, share in parts]
+    assert shares == sorted(shares) and shares[-1] == 1.0
+    whole = parse(data, "text/plain")
+    assert "\n\n".join(p.text for p, _ in parts) == whole.text
+    assert [b.text for p, _ in parts for b in p.blocks] == [b.text for b in whole.blocks]
+
+
+def test_a_large_file_that_stops_being_text_is_refused_with_where(monkeypatch: pytest.MonkeyPatch):
+    from app.ingest import parsers
+    from app.ingest.parsers import text as text_parser
+
+    monkeypatch.setattr(parsers, "STREAM_TEXT_ABOVE", 1000)
+    monkeypatch.setattr(text_parser, "WINDOW", 500)
+    # valid UTF-8 for the first 64 KiB (what the format is decided on), then not
+    data = ("Plain words here.\n\n" * 4000).encode() + b"\xff\xfe broken \xc3\x28" + b"more\n" * 10
+    with pytest.raises(Unprocessable) as err:
+        _streamed(data, "text/plain")
+    assert "near byte" in err.value.detail and "UTF-8" in err.value.detail
+
+
+def test_a_pdf_streams_page_groups_with_the_same_blocks():
+    pages = [[f"Page {n} explains clause {n}.", f"Clause {n} applies to contractors."] for n in range(1, 41)]
+    data = pdf_bytes(pages, title="Contract terms")
+    parts = _streamed(data, "application/pdf")
+    whole = parse(data, "application/pdf")
+    assert len(parts) == 3  # 16 + 16 + 8 pages
+    assert [share for _, share in parts] == [16 / 40, 32 / 40, 1.0]
+    assert all(p.title == "Contract terms" for p, _ in parts)
+    assert [(b.text, b.page) for p, _ in parts for b in p.blocks] == [(b.text, b.page) for b in whole.blocks]

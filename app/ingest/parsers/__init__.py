@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import PurePath
 
 from app.core.errors import Unprocessable, UnsupportedMediaType
 from app.ingest.parsers import docx, html, markdown, pdf, text
 from app.ingest.parsers.base import Block, ParsedDocument
+from app.ingest.payload import Payload
 
-__all__ = ["SUPPORTED_TYPES", "Block", "ParsedDocument", "detect_content_type", "parse"]
+__all__ = ["SUPPORTED_TYPES", "Block", "ParsedDocument", "detect_content_type", "parse", "parse_parts"]
 
 TEXT, MARKDOWN, HTML = text.CONTENT_TYPE, markdown.CONTENT_TYPE, html.CONTENT_TYPE
 PDF, DOCX = pdf.CONTENT_TYPE, docx.CONTENT_TYPE
@@ -40,6 +40,13 @@ _BINARY_SIGNATURES = {
 }  # fmt: skip
 _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 _SNIFF = 8192
+# Text files above this size are parsed as a stream of parts (PDFs always are, page by page); the other
+# formats' parsers need the whole file.
+STREAM_TEXT_ABOVE = 4 << 20
+_STREAMED: dict[str, Callable[[Payload], Iterator[tuple[ParsedDocument, float]]]] = {
+    TEXT: text.parse_stream,
+    PDF: pdf.parse_stream,
+}
 
 
 def _supported_list() -> str:
@@ -71,10 +78,10 @@ def _claimed_type(filename: str | None, declared: str | None) -> str | None:
     return by_declared if by_declared in _PARSERS else None
 
 
-def _is_docx_zip(data: bytes) -> bool | None:
+def _is_docx_zip(payload: Payload) -> bool | None:
     """True/False for a readable zip with/without word/document.xml; None when the zip is damaged."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with payload.open() as fh, zipfile.ZipFile(fh) as archive:
             return "word/document.xml" in archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError):
         return None
@@ -89,17 +96,21 @@ def _binary_kind(data: bytes) -> str | None:
     return None
 
 
-def detect_content_type(filename: str | None, data: bytes, declared: str | None = None) -> str:
-    """The content type to parse ``data`` as; UnsupportedMediaType or Unprocessable when there is none."""
+def detect_content_type(filename: str | None, content: bytes | Payload, declared: str | None = None) -> str:
+    """The content type to parse ``content`` as; UnsupportedMediaType or Unprocessable when there is none.
+
+    Only the first bytes are read (and a ZIP's directory), so a large upload is not loaded to decide."""
+    payload = content if isinstance(content, Payload) else Payload.of_bytes(content)
+    data, partial = payload.head, payload.size > len(payload.head)
     claimed = _claimed_type(filename, declared)
     label = f"'{filename}'" if filename else "The file"
-    if not data.strip():
+    if payload.is_blank():
         return claimed or TEXT  # parse() explains that the file is empty
     # Readers accept the header anywhere in the first 1024 bytes; we do when the name says PDF too.
     if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:5] == b"%PDF-" or (claimed == PDF and b"%PDF-" in data[:1024]):
         return PDF
     if data.startswith(_ZIP_SIGNATURES):
-        is_docx = _is_docx_zip(data)
+        is_docx = _is_docx_zip(payload)
         if is_docx or (is_docx is None and claimed == DOCX):
             return DOCX  # a damaged .docx gets a 422 from parse(), not a 415
         raise _unsupported(f"{label} is a ZIP archive without word/document.xml, so not a .docx")
@@ -108,7 +119,7 @@ def detect_content_type(filename: str | None, data: bytes, declared: str | None 
         raise _unsupported(f"{label} is {kind}")
     if claimed in (TEXT, MARKDOWN, HTML):
         return claimed  # parse() says so if it cannot be decoded
-    is_text = text.decode_text(data) is not None
+    is_text = text.text_encoding(data, partial=partial) is not None
     if claimed in (PDF, DOCX):
         found = "text" if is_text else "something else"
         raise Unprocessable(
@@ -132,3 +143,19 @@ def parse(data: bytes, content_type: str) -> ParsedDocument:
     if not data.strip():
         raise Unprocessable("The file is empty: upload a file with some text in it")
     return parser(data)
+
+
+def parse_parts(payload: Payload, content_type: str) -> Iterator[tuple[ParsedDocument, float]]:
+    """The document as consecutive parts, each with the share of the file read so far (for progress).
+
+    Small files and formats that need the whole file come as one part; large text files and PDFs as several,
+    so memory stays bounded whatever the file's size. Part offsets start at 0: joined with a blank line, the
+    parts' texts make the document's text."""
+    base = _base_type(content_type) or ""
+    streamed = _STREAMED.get(base)
+    if streamed is not None and (base == PDF or payload.size > STREAM_TEXT_ABOVE):
+        if payload.is_blank():
+            raise Unprocessable("The file is empty: upload a file with some text in it")
+        yield from streamed(payload)
+        return
+    yield parse(payload.read(), content_type), 1.0

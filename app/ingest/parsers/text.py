@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import codecs
+import io
 import re
+from collections.abc import Iterator
 
 from charset_normalizer import from_bytes
 
 from app.core.errors import Unprocessable
 from app.ingest.parsers.base import Block, ParsedDocument
+from app.ingest.payload import Payload
 
 CONTENT_TYPE = "text/plain"
 
@@ -44,6 +47,22 @@ def decode_text(data: bytes) -> str | None:
     if best is None or best.chaos > _MAX_CHAOS:
         return None
     return str(best)
+
+
+def text_encoding(head: bytes, *, partial: bool) -> str | None:
+    """The encoding of a file that starts with ``head`` (all of it unless ``partial``); None if not text."""
+    for bom, codec in _BOMS:
+        if head.startswith(bom):
+            return codec
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=not partial)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    best = from_bytes(head).best()
+    if best is None or best.chaos > _MAX_CHAOS:
+        return None
+    return best.encoding
 
 
 def normalize(text: str) -> str:
@@ -100,14 +119,76 @@ class DocBuilder:
 NO_TEXT = "The document contains no extractable text: upload a file with text in it"
 
 
+NOT_TEXT = (
+    "The file is not valid text: it is not UTF-8 and its encoding could not be detected "
+    "with confidence. Save it as UTF-8 and upload it again"
+)
+# Parts of a streamed file hold about this many characters; a paragraph longer than 4 parts is cut at a line
+# end (or, in a file without line ends, anywhere).
+WINDOW = 1 << 20
+
+
 def parse(data: bytes) -> ParsedDocument:
     text = decode_text(data)
     if text is None:
-        raise Unprocessable(
-            "The file is not valid text: it is not UTF-8 and its encoding could not be detected "
-            "with confidence. Save it as UTF-8 and upload it again"
-        )
+        raise Unprocessable(NOT_TEXT)
+    doc = _paragraphs_document(normalize(text))
+    if doc is None:
+        raise Unprocessable(NO_TEXT)
+    return doc
+
+
+def parse_stream(payload: Payload, window: int | None = None) -> Iterator[tuple[ParsedDocument, float]]:
+    """A large text file as consecutive parts of about ``window`` characters, cut between paragraphs, each with
+    the share of the file read so far. Joined with blank lines, the parts' texts are what ``parse`` returns for
+    the whole file; memory stays a few windows whatever the file's size."""
+    window = window or WINDOW
+    encoding = text_encoding(payload.head, partial=True)
+    if encoding is None:
+        raise Unprocessable(NOT_TEXT)
+    emitted = False
+    with payload.open() as raw:
+        # Universal newlines: \r\n and \r arrive as \n, as normalize() would make them.
+        reader = io.TextIOWrapper(raw, encoding=encoding, newline=None)
+        pending = ""
+        while True:
+            try:
+                block = reader.read(window)
+            except UnicodeDecodeError as exc:
+                raise Unprocessable(
+                    f"The file stops being valid {encoding} text near byte {raw.tell()}: "
+                    "save it as UTF-8 and upload it again"
+                ) from exc
+            body, pending = _take_paragraphs(pending + block, window, final=not block)
+            doc = _paragraphs_document(body) if body else None
+            if doc is not None:
+                emitted = True
+                yield doc, (raw.tell() / payload.size if block and payload.size else 1.0)
+            if not block:
+                break
+    if not emitted:
+        raise Unprocessable(NO_TEXT)
+
+
+def _take_paragraphs(buffer: str, window: int, *, final: bool) -> tuple[str, str]:
+    """Split ``buffer`` into (whole paragraphs, normalized, to parse now; the rest, for later)."""
+    if final:
+        return normalize(buffer), ""
+    # Only whole lines are normalized: a line's trailing spaces are known only once it ends.
+    cut = buffer.rfind("\n") + 1
+    if cut == 0:
+        return ("", buffer) if len(buffer) < 4 * window else (buffer, "")
+    lines, rest = normalize(buffer[:cut]), buffer[cut:]
+    paragraph_end = lines.rfind("\n\n")
+    if paragraph_end > 0:
+        return lines[:paragraph_end], lines[paragraph_end:] + rest
+    if len(buffer) < 4 * window:
+        return "", lines + rest
+    return lines, rest
+
+
+def _paragraphs_document(text: str) -> ParsedDocument | None:
     builder = DocBuilder(CONTENT_TYPE)
-    for paragraph in _BLANK_LINES.split(normalize(text)):
+    for paragraph in _BLANK_LINES.split(text):
         builder.add(paragraph, [])
-    return builder.build(None, empty_detail=NO_TEXT)
+    return builder.build(None, empty_detail=NO_TEXT) if builder.blocks else None

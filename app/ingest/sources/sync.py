@@ -206,8 +206,8 @@ class SyncService:
             return
         name = self._source.name
         base_meta = existing.metadata if existing is not None else {}
-        upload = Upload(
-            data=data,
+        upload = Upload.of_bytes(
+            data,
             collection=collection,
             filename=obj.key.rsplit("/", 1)[-1],
             metadata={**base_meta, "source": name, f"{name}_uri": uri, "etag": etag},
