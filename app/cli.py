@@ -21,8 +21,6 @@ app = typer.Typer(help="knowledge-search: ingest, search and chat with your docu
 console = Console()
 err = Console(stderr=True)
 
-SUPPORTED_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"}
-
 
 def _container(settings: Settings | None = None):  # type: ignore[no-untyped-def]
     from app.core.container import build_container
@@ -161,72 +159,39 @@ def _sync_s3(container: Any, uris: list[str], collection: str) -> int:
 
 
 def _ingest_paths(container: Any, paths: list[Path], collection: str, meta: dict[str, Any], workers: int) -> int:
-    """Record every file (hashed from disk; unchanged ones are skipped), then run the new jobs and those an
-    interrupted run left unfinished on ``workers`` threads. Returns how many files failed."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    """Index a folder tree (app.ingest.sources.folder) with progress bars; returns how many files failed."""
+    from rich.markup import escape
 
-    from app.ingest.payload import Payload
-    from app.ingest.service import Upload
+    from app.ingest.sources.folder import FolderIngest, FolderProgress, find_files
 
-    found = sorted(
-        {
-            p
-            for root in paths
-            for p in ([root] if root.is_file() else root.rglob("*"))
-            if p.is_file() and (root.is_file() or p.suffix.lower() in SUPPORTED_SUFFIXES)
-        }
-    )
-    jobs: dict[str, Path] = {}
-    skipped = failed = indexed = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err) as progress:
-        scan = progress.add_task("checking files", total=len(found))
-        for path in found:
-            try:
-                upload = Upload(Payload.of_file(path), collection=collection, filename=path.name, metadata=meta)
-                submitted = container.ingest.submit(upload)
-            except AppError as exc:
-                failed += 1
-                err.print(f"[red]failed[/red] {path}: {exc.detail}")
-            else:
-                unfinished = submitted.document.status in ("queued", "processing")  # an interrupted run's
-                if (submitted.created or unfinished) and submitted.job is not None:
-                    jobs[submitted.job.id] = path
-                else:
-                    skipped += 1
-            progress.advance(scan)
-        files = progress.add_task("files", total=len(jobs))
-        chunks = progress.add_task("chunks", total=None)
-        counts: dict[str, tuple[int, int]] = {}
+    with Progress(*columns, console=err) as bars:
 
-        def track(job_id: str) -> Any:
-            def report(done: int, total: int) -> None:
-                counts[job_id] = (done, total)
-                values = list(counts.values())
-                progress.update(chunks, completed=sum(d for d, _ in values), total=sum(t for _, t in values))
+        class Bars(FolderProgress):
+            def checking(self, total: int) -> None:
+                self.scan = bars.add_task("checking files", total=total)
 
-            return report
+            def checked(self, path: Path) -> None:
+                bars.advance(self.scan)
 
-        with ThreadPoolExecutor(workers, thread_name_prefix="ingest") as pool:
-            running = {
-                pool.submit(container.ingest.run_job, job_id, track(job_id)): path for job_id, path in jobs.items()
-            }
-            for future in as_completed(running):
-                path = running[future]
-                try:
-                    doc = future.result()
-                except AppError as exc:
-                    failed += 1
-                    err.print(f"[red]failed[/red] {path}: {exc.detail}")
-                else:
-                    if doc.status == "indexed":
-                        indexed += 1
-                    else:
-                        failed += 1
-                        err.print(f"[red]failed[/red] {path}: {doc.error}")
-                progress.update(files, advance=1, description=f"files ({path.name[:40]})")
-    err.print(f"indexed {indexed}, unchanged {skipped}, failed {failed} (collection '{collection}')")
-    return failed
+            def indexing(self, total: int) -> None:
+                self.files = bars.add_task("files", total=total)
+                self.chunk_bar = bars.add_task("chunks", total=None)
+
+            def chunks(self, done: int, total: int) -> None:
+                bars.update(self.chunk_bar, completed=done, total=total)
+
+            def finished(self, path: Path, error: str | None) -> None:
+                if error is not None:
+                    err.print(f"[red]failed[/red] {escape(str(path))}: {escape(error)}", soft_wrap=True)
+                if hasattr(self, "files"):
+                    bars.update(self.files, advance=1, description=f"files ({path.name[:40]})")
+
+        report = FolderIngest(container.ingest, container.sessions, workers=workers).run(
+            find_files(paths), collection, meta, Bars()
+        )
+    err.print(report.line(collection))
+    return report.failed
 
 
 @app.command()
