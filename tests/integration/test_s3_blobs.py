@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,49 +44,50 @@ def _keys(s3: Any, bucket: str) -> list[str]:
     return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
-def test_queued_originals_wait_in_s3_and_leave_it_once_indexed(
-    settings: Settings, embedder: Any, s3: Any, queue_bucket: str
-):
+@pytest.fixture
+def queued(settings: Settings, embedder: Any, queue_bucket: str) -> Iterator[tuple[TestClient, Any]]:
+    """A service whose queued originals go to s3://<queue bucket>/queue/, and its container."""
     settings = settings.model_copy(update={"blob_store": f"s3://{queue_bucket}/queue/"})
     container = build_container(settings, embedder=embedder)
     try:
         with TestClient(create_app(container=container)) as client:
-            r = client.post("/v1/documents?wait=false", files={"file": ("parcels.md", MEMO, "text/markdown")})
-            assert r.status_code == 202, r.text
-            doc_id = r.json()["id"]
-            assert _keys(s3, queue_bucket) == [f"queue/{doc_id}"]
-            stored = s3.get_object(Bucket=queue_bucket, Key=f"queue/{doc_id}")["Body"].read()
-            assert stored == MEMO
-            assert not (settings.data_dir / "blobs").exists() or not any((settings.data_dir / "blobs").iterdir())
-
-            assert JobWorker(container.sessions, container.ingest).run_pending() == 1
-            doc = client.get(f"/v1/documents/{doc_id}").json()
-            assert doc["status"] == "indexed", doc
-            assert _keys(s3, queue_bucket) == []  # gone once indexed
-            spool = settings.data_dir / "spool"
-            assert not spool.exists() or list(spool.iterdir()) == []  # the downloaded copy too
-            r = client.post("/v1/search", json={"query": "where are parcels kept", "top_k": 1})
-            assert r.json()["results"][0]["document_id"] == doc_id
+            yield client, container
     finally:
         container.close()
 
 
-def test_a_job_whose_original_is_gone_fails_with_what_to_do(
-    settings: Settings, embedder: Any, s3: Any, queue_bucket: str
+def test_queued_originals_wait_in_s3_and_leave_it_once_indexed(
+    queued: tuple[TestClient, Any], s3: Any, queue_bucket: str
 ):
-    settings = settings.model_copy(update={"blob_store": f"s3://{queue_bucket}/q"})
-    container = build_container(settings, embedder=embedder)
-    try:
-        with TestClient(create_app(container=container)) as client:
-            r = client.post("/v1/documents?wait=false", json={"text": "The gym opens at six."})
-            doc_id = r.json()["id"]
-            s3.delete_object(Bucket=queue_bucket, Key=f"q/{doc_id}")
-            JobWorker(container.sessions, container.ingest).run_pending()
-            doc = client.get(f"/v1/documents/{doc_id}").json()
-            assert doc["status"] == "failed"
-            assert "upload the document again" in doc["error"] and doc["job"]["attempts"] == 1
-    finally:
-        container.close()
+    client, container = queued
+    settings = container.settings
+    r = client.post("/v1/documents?wait=false", files={"file": ("parcels.md", MEMO, "text/markdown")})
+    assert r.status_code == 202, r.text
+    doc_id = r.json()["id"]
+    assert _keys(s3, queue_bucket) == [f"queue/{doc_id}"]
+    stored = s3.get_object(Bucket=queue_bucket, Key=f"queue/{doc_id}")["Body"].read()
+    assert stored == MEMO
+    assert not (settings.data_dir / "blobs").exists() or not any((settings.data_dir / "blobs").iterdir())
+
+    assert JobWorker(container.sessions, container.ingest).run_pending() == 1
+    doc = client.get(f"/v1/documents/{doc_id}").json()
+    assert doc["status"] == "indexed", doc
+    assert _keys(s3, queue_bucket) == []  # gone once indexed
+    spool = settings.data_dir / "spool"
+    assert not spool.exists() or list(spool.iterdir()) == []  # the downloaded copy too
+    r = client.post("/v1/search", json={"query": "where are parcels kept", "top_k": 1})
+    assert r.json()["results"][0]["document_id"] == doc_id
+
+
+def test_a_job_whose_original_is_gone_fails_with_what_to_do(queued: tuple[TestClient, Any], s3: Any, queue_bucket: str):
+    client, container = queued
+    r = client.post("/v1/documents?wait=false", json={"text": "The gym opens at six."})
+    doc_id = r.json()["id"]
+    s3.delete_object(Bucket=queue_bucket, Key=f"queue/{doc_id}")
+    JobWorker(container.sessions, container.ingest).run_pending()
+    doc = client.get(f"/v1/documents/{doc_id}").json()
+    assert doc["status"] == "failed"
+    assert "upload the document again" in doc["error"] and doc["job"]["attempts"] == 1
 
 
 @pytest.mark.parametrize("backend", ["production"])  # only shared stores let two machines work on one queue

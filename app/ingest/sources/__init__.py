@@ -31,4 +31,5 @@ def build_s3_sync(container: Container) -> SyncService:
         container.sessions,
         S3Source(region=settings.aws_region),
         max_object_bytes=settings.max_upload_bytes,
+        spool_dir=settings.data_dir / "spool",
     )

@@ -7,7 +7,8 @@ credential chain (environment, profile, IAM role), ``standard`` retries and expl
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+import contextlib
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import boto3
@@ -23,6 +24,7 @@ from botocore.exceptions import (
 )
 
 from app.core.errors import PayloadTooLarge
+from app.ingest.payload import Payload
 from app.ingest.sources.sync import SUPPORTED_SUFFIXES, SourceError, SourceObject
 
 _MISSING_BUCKET = {"NoSuchBucket"}
@@ -78,15 +80,17 @@ class S3Source:
             ) from exc
         return found
 
-    def fetch(self, bucket: str, key: str, max_bytes: int) -> tuple[bytes, str]:
-        """The object's body and the ETag of the version read."""
+    def fetch(self, bucket: str, key: str, max_bytes: int, spool_dir: Path) -> tuple[Payload, str]:
+        """The object's body (spooled to disk when large, never whole in memory) and the ETag of the version
+        read; the caller discards the payload."""
         try:
             reply = self._client.get_object(Bucket=bucket, Key=key)
             size = int(reply.get("ContentLength") or 0)
             if size > max_bytes:
                 reply["Body"].close()
                 raise PayloadTooLarge(f"the object is {size} bytes; the limit is {max_bytes} (KS_MAX_UPLOAD_MB)")
-            data = reply["Body"].read()
+            with contextlib.closing(reply["Body"]) as body:
+                data = Payload.spool(body, spool_dir, max_bytes)
         except (BotoCoreError, ClientError) as exc:
             raise _translate(
                 exc, f"reading {self.uri(bucket, key)}", bucket, "s3:GetObject", f"arn:aws:s3:::{bucket}/{key}"

@@ -17,16 +17,17 @@ is deleted. A sync finished with failed objects still ``succeeded``, like a Bedr
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.errors import AppError, Conflict, NotFound, Unprocessable
+from app.ingest.payload import Payload
 from app.ingest.service import IngestService, Upload
 from app.stores.sql.models import Document, SyncJob, utcnow
 from app.stores.sql.repositories import DocumentRepository, SyncJobRepository
@@ -56,7 +57,7 @@ class ObjectSource(Protocol):
 
     def uri(self, bucket: str, key: str) -> str: ...
     def list(self, bucket: str, prefix: str) -> list[SourceObject]: ...
-    def fetch(self, bucket: str, key: str, max_bytes: int) -> tuple[bytes, str]: ...
+    def fetch(self, bucket: str, key: str, max_bytes: int, spool_dir: Path) -> tuple[Payload, str]: ...
 
 
 @dataclass(slots=True)
@@ -119,11 +120,13 @@ class SyncService:
         source: ObjectSource,
         *,
         max_object_bytes: int,
+        spool_dir: Path,
     ) -> None:
         self._ingest = ingest
         self._sessions = sessions
         self._source = source
         self._max_bytes = max_object_bytes
+        self._spool = spool_dir
 
     # --- one sync --------------------------------------------------------------------------------
     def sync(
@@ -199,29 +202,32 @@ class SyncService:
             return
         if obj.size > self._max_bytes:
             raise Unprocessable(f"the object is {obj.size} bytes; the limit is {self._max_bytes} (KS_MAX_UPLOAD_MB)")
-        data, etag = self._source.fetch(bucket, obj.key, self._max_bytes)
-        if existing is not None and hashlib.sha256(data).hexdigest() == existing.content_hash:
-            self._ingest.update(existing.id, metadata={**existing.metadata, "etag": etag})  # e.g. re-uploaded
-            report.unchanged += 1
-            return
-        name = self._source.name
-        base_meta = existing.metadata if existing is not None else {}
-        upload = Upload.of_bytes(
-            data,
-            collection=collection,
-            filename=obj.key.rsplit("/", 1)[-1],
-            metadata={**base_meta, "source": name, f"{name}_uri": uri, "etag": etag},
-            acl=existing.acl if existing is not None else caller_acl,
-            external_id=uri,
-        )
-        if existing is None:
-            if self._index(upload) is None:
+        data, etag = self._source.fetch(bucket, obj.key, self._max_bytes, self._spool)
+        try:
+            if existing is not None and data.sha256 == existing.content_hash:
+                self._ingest.update(existing.id, metadata={**existing.metadata, "etag": etag})  # e.g. re-uploaded
                 report.unchanged += 1
+                return
+            name = self._source.name
+            base_meta = existing.metadata if existing is not None else {}
+            upload = Upload(
+                data,
+                collection=collection,
+                filename=obj.key.rsplit("/", 1)[-1],
+                metadata={**base_meta, "source": name, f"{name}_uri": uri, "etag": etag},
+                acl=existing.acl if existing is not None else caller_acl,
+                external_id=uri,
+            )
+            if existing is None:
+                if self._index(upload) is None:
+                    report.unchanged += 1
+                else:
+                    report.new += 1
             else:
-                report.new += 1
-        else:
-            replace_document(self._ingest, existing.id, upload)
-            report.modified += 1
+                replace_document(self._ingest, existing.id, upload)
+                report.modified += 1
+        finally:
+            data.discard()  # a spooled body the blob store did not take
 
     def _index(self, upload: Upload) -> Document | None:
         """Submit and run the ingest; a document that does not end up indexed is removed and raised. None: a
