@@ -95,6 +95,8 @@ def instrument_container(container: Container, metrics: Metrics) -> None:
     container.search = _InstrumentedSearch(getattr(container.search, "inner", container.search), metrics)  # type: ignore[assignment]
     container.ingest = _InstrumentedIngest(getattr(container.ingest, "inner", container.ingest), metrics)  # type: ignore[assignment]
     metrics.watch_jobs(container.sessions)
+    if hasattr(container.embedder, "listener"):  # an ObservedEmbedder (build_container makes one)
+        container.embedder.listener = metrics.observe_embedding
 
 
 class ChatTimer:

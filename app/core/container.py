@@ -16,7 +16,7 @@ from app.core.ratelimit import KeyRateLimiter
 from app.ingest.blobs import build_blob_store, clear_stale_spool
 from app.ingest.service import IngestService
 from app.ingest.worker import JobWorker
-from app.providers.base import ChatModel, Embedder
+from app.providers.base import ChatModel, Embedder, ObservedEmbedder
 from app.providers.factory import build_chat_model, build_embedder, build_reranker
 from app.search.analysis import Analyzer, default_analyzer
 from app.search.service import SearchService
@@ -84,7 +84,7 @@ def build_container(
         migrate.upgrade(engine)
     sessions = build_session_factory(engine)
     analyzer = default_analyzer()
-    embedder = embedder or build_embedder(settings)
+    embedder = ObservedEmbedder(embedder or build_embedder(settings))  # timed for /metrics
     store = build_chunk_store(settings)
     store.ensure_ready(IndexInfo(embedding_model=embedder.model_id, dimension=embedder.dimension))
     chat_model = build_chat_model(settings, analyzer)

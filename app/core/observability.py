@@ -87,6 +87,12 @@ class Metrics:
             "ks_ingest_job_duration_seconds", "Ingest job duration.", ["status"], buckets=INGEST_BUCKETS
         )
         self.chunks_indexed = counter("ks_chunks_indexed", "Chunks written to the chunk store.")
+        self.embedding_seconds = counter(
+            "ks_embedding_seconds",
+            "Time the embedding model spent on calls: documents (ingest) or query (search, chat).",
+            ["kind"],
+        )
+        self.embedded_texts = counter("ks_embedded_texts", "Texts embedded: documents or query.", ["kind"])
         self.search_seconds = histogram(
             "ks_search_duration_seconds", "Search latency (/v1/search).", ["mode"], buckets=STAGE_BUCKETS
         )
@@ -115,6 +121,10 @@ class Metrics:
 
     def watch_jobs(self, sessions: sessionmaker[Session]) -> None:
         self._jobs.sessions = sessions
+
+    def observe_embedding(self, kind: str, texts: int, seconds: float) -> None:
+        self.embedding_seconds.labels(kind).inc(seconds)
+        self.embedded_texts.labels(kind).inc(texts)
 
     def observe_search(self, mode: str, took_ms: float, timings_ms: dict[str, float]) -> None:
         self.search_seconds.labels(mode).observe(took_ms / 1000)

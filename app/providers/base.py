@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -18,6 +19,38 @@ class Embedder(Protocol):
 
     def embed_query(self, text: str) -> np.ndarray:
         """(dimension,) float32, L2-normalized."""
+
+
+EmbedListener = Callable[[str, int, float], None]  # (kind: "documents" or "query", texts, seconds)
+
+
+class ObservedEmbedder:
+    """An embedder that tells ``listener`` how long each call took (the metrics hooks set it): how busy the
+    model is, whichever provider it is."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.model_id, self.dimension = inner.model_id, inner.dimension
+        self.listener: EmbedListener | None = None
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        started = time.perf_counter()
+        vectors = self.inner.embed_documents(texts)
+        self._report("documents", len(texts), started)
+        return vectors
+
+    def embed_query(self, text: str) -> np.ndarray:
+        started = time.perf_counter()
+        vector = self.inner.embed_query(text)
+        self._report("query", 1, started)
+        return vector
+
+    def _report(self, kind: str, texts: int, started: float) -> None:
+        if self.listener is not None:
+            self.listener(kind, texts, time.perf_counter() - started)
+
+    def __getattr__(self, name: str) -> Any:  # close() and whatever else a provider offers
+        return getattr(self.inner, name)
 
 
 @dataclass(slots=True)

@@ -84,6 +84,7 @@ def test_search_is_counted_by_route_template_and_stage(make_client: MakeClient) 
     assert client.get(f"/v1/documents/{doc.json()['id']}").status_code == 200
 
     assert sample(client, "ks_search_duration_seconds_count", mode="hybrid") == 1
+    assert sample(client, "ks_embedded_texts_total", kind="query") == 1
     for stage in ("keyword", "embed", "vector"):
         assert sample(client, "ks_search_stage_duration_seconds_count", stage=stage) == 1
     assert sample(client, "ks_http_requests_total", method="POST", route="/v1/search", status="200") == 1
@@ -101,6 +102,9 @@ def test_ingest_chat_and_token_metrics(make_client: MakeClient) -> None:
     assert sample(client, "ks_ingest_jobs_total", status="succeeded") == 1
     assert sample(client, "ks_ingest_job_duration_seconds_count", status="succeeded") == 1
     assert sample(client, "ks_chunks_indexed_total") >= 1
+    assert sample(client, "ks_embedded_texts_total", kind="documents") == sample(client, "ks_chunks_indexed_total")
+    assert sample(client, "ks_embedding_seconds_total", kind="documents") > 0
+    assert sample(client, "ks_embedded_texts_total", kind="query") == 0
     # no worker in this app: a wait=false upload stays queued, and the gauge says so
     assert client.post("/v1/documents?wait=false", json={"text": "Queued text."}).status_code == 202
     assert sample(client, "ks_ingest_jobs_active", status="queued") == 1
