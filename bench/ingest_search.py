@@ -71,7 +71,9 @@ def main() -> None:
         t = time.perf_counter()
         chunks = n_docs = 0
         for name, text in docs:
-            submitted = container.ingest.submit(Upload.of_bytes(text.encode(), filename=f"{name}.md", collection="bench"))
+            submitted = container.ingest.submit(
+                Upload.of_bytes(text.encode(), filename=f"{name}.md", collection="bench")
+            )
             if submitted.created and submitted.job is not None:
                 doc = container.ingest.run_job(submitted.job.id)
                 chunks += doc.chunk_count

@@ -207,7 +207,7 @@ def _delete(server: Server, doc_id: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", choices=("embedded", "opensearch"), default="embedded")
-    ap.add_argument("--text-mb", type=int, default=200)
+    ap.add_argument("--text-mb", type=int, default=200, help="0 skips the large text file")
     ap.add_argument("--pages", type=int, default=1000)
     ap.add_argument("--delete-chunks", type=int, default=10_000)
     args = ap.parse_args()
@@ -217,7 +217,7 @@ def main() -> None:
 
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine_line()}; load average at start {load_average()}")
-    text_file = make_text(OUT / f"text-{args.text_mb}mb.txt", args.text_mb << 20)
+    text_file = make_text(OUT / f"text-{args.text_mb}mb.txt", args.text_mb << 20) if args.text_mb else None
     pdf_file = make_pdf(OUT / f"manual-{args.pages}p.pdf", args.pages)
     # At 600 characters with 100 of overlap this text makes a chunk per ~412 bytes.
     delete_file = make_text(OUT / f"delete-{args.delete_chunks}.txt", args.delete_chunks * 412)
@@ -225,7 +225,8 @@ def main() -> None:
     fake = FakeBedrock()
     fake.start()
     try:
-        for phase, env in (("default", {}), ("large", {"KS_CHUNK_SIZE": "8000", "KS_CHUNK_OVERLAP": "400"})):
+        phases = [("default", {}), ("large", {"KS_CHUNK_SIZE": "8000", "KS_CHUNK_OVERLAP": "400"})]
+        for phase, env in phases[: 2 if text_file else 1]:
             data_dir = OUT / f"data-{args.backend}-{phase}"
             shutil.rmtree(data_dir, ignore_errors=True)
             data_dir.mkdir(parents=True)
@@ -242,6 +243,7 @@ def main() -> None:
                     row["delete_s"] = _delete(server, row["doc_id"])
                     rows.append(row)
                 else:
+                    assert text_file is not None
                     row = _upload_file(server, memory, text_file, "text/plain", f"{args.text_mb} MB text")
                     row["delete_s"] = _delete(server, row["doc_id"])
                     rows.append(row)

@@ -19,7 +19,9 @@ PARAGRAPHS = [
     f"Lost badge number {1000 + i} is reported to the security office the same day."
     for i in range(60)
 ]
-TEXT = ("\r\n\r\n".join(PARAGRAPHS) + "\n\nThe archive room key hangs in the cabinet behind the mail sorter.\n").encode()
+TEXT = (
+    "\r\n\r\n".join(PARAGRAPHS) + "\n\nThe archive room key hangs in the cabinet behind the mail sorter.\n"
+).encode()
 
 
 @pytest.fixture
