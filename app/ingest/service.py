@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,16 +17,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.errors import AppError, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from app.ingest.blobs import BlobStore
-from app.ingest.chunking import ChunkDraft, chunk_document
 from app.ingest.consistency import Inconsistencies, inspect, recover
-from app.ingest.parsers import detect_content_type, parse_parts
+from app.ingest.parsers import detect_content_type
 from app.ingest.payload import Payload
-from app.ingest.redaction import redact_document
+from app.ingest.pipeline import ChunkPipeline, StageProgress, Target, title_from_filename
 from app.providers.base import Embedder
 from app.search.analysis import Analyzer
 from app.stores.sql.models import Document, Job, utcnow
 from app.stores.sql.repositories import CollectionRepository, DocumentRepository, JobRepository
-from app.stores.vector.base import UNSET, ChunkRecord, ChunkStore, Unset
+from app.stores.vector.base import UNSET, ChunkStore, Unset
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +78,11 @@ class IngestService:
         self._backoff_s = backoff_s
         self._sessions = sessions
         self._store = store
-        self._embedder = embedder
-        self._analyzer = analyzer
         self._blobs = blobs
-        self._chunk_size = chunk_size
-        self._chunk_overlap = chunk_overlap
         self._max_upload_bytes = max_upload_bytes
-        self._batch = embed_batch_size
+        self._pipeline = ChunkPipeline(
+            store, embedder, analyzer, chunk_size=chunk_size, chunk_overlap=chunk_overlap, batch=embed_batch_size
+        )
 
     # --- submit ----------------------------------------------------------------------------------
     def submit(self, upload: Upload) -> Submitted:
@@ -104,7 +101,7 @@ class IngestService:
             doc = docs.add(
                 Document(
                     collection=upload.collection,
-                    title=(upload.title or _title_from_filename(upload.filename) or "Untitled")[:512],
+                    title=(upload.title or title_from_filename(upload.filename) or "Untitled")[:512],
                     filename=(upload.filename or None) and upload.filename[:512],
                     content_type=content_type,
                     size_bytes=upload.payload.size,
@@ -202,7 +199,7 @@ class IngestService:
             doc = DocumentRepository(session).get(doc_id)
             if doc is None:
                 raise NotFound(f"document {doc_id} does not exist")
-            target = _Target.of(doc, CollectionRepository(session).get(doc.collection))
+            target = Target.of(doc, CollectionRepository(session).get(doc.collection))
         self._store.delete_document(doc_id)  # a retried job starts clean
         try:
             payload = self._blobs.get(doc_id)
@@ -212,87 +209,13 @@ class IngestService:
             ) from exc
         try:
             # Staged, then published at once: a document is never searchable with only part of its chunks.
-            ids = self._write(doc_id, self._pieces(payload, target), f"{doc_id}-", target, job_id, progress)
+            ids = self._pipeline.stage(doc_id, payload, target, f"{doc_id}-", self._reporter(job_id, doc_id, progress))
         finally:
             payload.discard()
         if target.redactions is not None:
             self._record_redactions(doc_id, target.redactions)
         self._store.publish(doc_id, ids)
         return len(ids)
-
-    def _pieces(self, payload: Payload, target: _Target) -> Iterator[tuple[list[ChunkDraft], float]]:
-        """The document's chunks, part by part (see ``parse_parts``), with the share of the file read so far.
-
-        Offsets are made document-wide; PII is redacted before anything is chunked, embedded or stored; the
-        title is settled with the first part."""
-        offset, first = 0, True
-        for part, done in parse_parts(payload, target.content_type):
-            if target.redact:
-                part, count = redact_document(part)
-                target.redactions = (target.redactions or 0) + count
-            if first and part.title and target.title in ("Untitled", _title_from_filename(target.filename)):
-                # Without a title from the client, the document's own title beats its file name.
-                target.title = part.title.strip()[:512] or target.title
-            first = False
-            drafts = chunk_document(part, self._chunk_size, self._chunk_overlap)
-            for draft in drafts:
-                draft.source.char_start += offset
-                draft.source.char_end += offset
-            offset += len(part.text) + 2  # parts join with a blank line
-            yield drafts, done
-
-    def _write(
-        self,
-        doc_id: str,
-        pieces: Iterator[tuple[list[ChunkDraft], float]],
-        id_prefix: str,
-        target: _Target,
-        job_id: str | None,
-        progress: Progress | None,
-    ) -> list[str]:
-        """Embed and stage the chunks batch by batch as the parts arrive, reporting progress; returns their ids.
-
-        Until the last part is read, the total is an estimate from the share of the file read."""
-        ids: list[str] = []
-        pending: list[ChunkDraft] = []
-        started = False
-        for drafts, done in pieces:
-            pending += drafts
-            if not started and job_id is not None:  # the title is known now
-                self._set_progress(job_id, 0, _estimate(0, len(pending), done), title=target.title, doc_id=doc_id)
-            started = True
-            while len(pending) >= self._batch or (done >= 1.0 and pending):
-                batch, pending = pending[: self._batch], pending[self._batch :]
-                ids += self._stage(doc_id, batch, id_prefix, len(ids), target)
-                total = _estimate(len(ids), len(pending), done)
-                if job_id is not None:
-                    self._set_progress(job_id, len(ids), total)
-                if progress is not None:
-                    progress(len(ids), total)
-        if not ids:
-            raise Unprocessable("the document has no text to index")
-        return ids
-
-    def _stage(self, doc_id: str, batch: list[ChunkDraft], id_prefix: str, first: int, target: _Target) -> list[str]:
-        vectors = self._embedder.embed_documents([d.text for d in batch])
-        records = [
-            ChunkRecord(
-                chunk_id=f"{id_prefix}{first + i:05d}",
-                document_id=doc_id,
-                collection=target.collection,
-                ordinal=first + i,
-                title=target.title,
-                text=d.text,
-                source=d.source,
-                metadata=target.metadata,
-                acl=target.acl,
-                tokens=" ".join(self._analyzer.tokens(d.text)),
-                vector=vectors[i],
-            )
-            for i, d in enumerate(batch)
-        ]
-        self._store.add(records, live=False)
-        return [r.chunk_id for r in records]
 
     # --- replace ---------------------------------------------------------------------------------
     def replace(self, document_id: str, upload: Upload) -> Document:
@@ -314,17 +237,17 @@ class IngestService:
             job = JobRepository(session).add(
                 Job(document_id=doc.id, kind="update", status="running", attempts=1, lease_until=utcnow() + self._lease)
             )
-            target = _Target.of(doc, CollectionRepository(session).get(doc.collection))
+            target = Target.of(doc, CollectionRepository(session).get(doc.collection))
             target.content_type = content_type
             target.filename = upload.filename or doc.filename
-            target.title = upload.title or _title_from_filename(upload.filename) or doc.title
+            target.title = upload.title or title_from_filename(upload.filename) or doc.title
             if upload.metadata:  # an upload without metadata keeps the document's (PATCH changes it)
                 target.metadata = upload.metadata
             job_id = job.id
         try:
             with upload.payload as payload:
                 prefix = f"{document_id}-{uuid.uuid4().hex[:6]}-"
-                ids = self._write(document_id, self._pieces(payload, target), prefix, target, job_id, None)
+                ids = self._pipeline.stage(document_id, payload, target, prefix, self._reporter(job_id, None, None))
         except Exception as exc:
             self._store.delete_staged(document_id)
             reason = exc.detail if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
@@ -352,6 +275,16 @@ class IngestService:
             doc = DocumentRepository(session).get(doc_id)
             if doc is not None:
                 doc.redactions = count
+
+    def _reporter(self, job_id: str, doc_id: str | None, progress: Progress | None) -> StageProgress:
+        """Progress of a staging run into the job (with the title, settled by the first part) and ``progress``."""
+
+        def report(done: int, total: int, title: str) -> None:
+            self._set_progress(job_id, done, total, title=title if done == 0 else None, doc_id=doc_id)
+            if progress is not None and done:
+                progress(done, total)
+
+        return report
 
     def _set_progress(
         self, job_id: str, done: int, total: int, *, title: str | None = None, doc_id: str | None = None
@@ -425,43 +358,3 @@ class IngestService:
     def recover(self, report: Inconsistencies | None = None) -> Inconsistencies:
         """Repair what a crash can leave (see app.ingest.consistency.recover)."""
         return recover(self._sessions, self._store, self._finish_delete, report)
-
-
-@dataclass(slots=True)
-class _Target:
-    """What the chunks of a document carry, read from its row."""
-
-    collection: str
-    content_type: str
-    title: str
-    filename: str | None
-    metadata: dict[str, Any]
-    acl: list[str] | None
-    redact: bool
-    redactions: int | None = None  # counted as the parts are redacted
-
-    @classmethod
-    def of(cls, doc: Document, collection: Any) -> _Target:
-        return cls(
-            doc.collection,
-            doc.content_type,
-            doc.title,
-            doc.filename,
-            dict(doc.metadata_ or {}),
-            doc.acl,
-            bool(collection and collection.redact_pii),
-        )
-
-
-def _estimate(done: int, pending: int, share_read: float) -> int:
-    """Chunks in the whole document, from those cut so far and the share of the file they came from."""
-    known = done + pending
-    return known if share_read >= 1.0 else max(known, round(known / max(share_read, 1e-6)))
-
-
-def _title_from_filename(filename: str | None) -> str | None:
-    if not filename:
-        return None
-    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    stem = base.rsplit(".", 1)[0] if "." in base else base
-    return stem.strip() or None
