@@ -58,7 +58,7 @@ def serve(
         err.print("[yellow]warning:[/yellow] KS_ADMIN_KEY is not set: no authentication (loopback only)")
     container = _container(settings)
     if sample:
-        _ingest_paths(container, [Path(str(files("app") / "samples"))], "samples", {})
+        _ingest_paths(container, [Path(str(files("app") / "samples"))], "samples", {}, workers=2)
     app_ = create_app(settings, container=container, close_container=True)
     uvicorn.run(
         app_,
