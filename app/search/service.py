@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,7 +12,7 @@ import numpy as np
 from app.providers.base import Embedder, Reranker
 from app.search.analysis import Analyzer
 from app.search.fusion import Fusion, FusionMethod
-from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore
+from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore, Hit
 
 Mode = Literal["hybrid", "semantic", "keyword"]
 
@@ -56,10 +57,18 @@ class SearchService:
         self._multiplier = candidate_multiplier
         self._min_candidates = min_candidates
         self._reranker = reranker
+        # Threads for the keyword half of hybrid searches; idle ones cost nothing, and each search holds one.
+        self._keyword_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="keyword-search")
 
     @property
     def has_reranker(self) -> bool:
         return self._reranker is not None
+
+    def _keyword(self, query: str, flt: ChunkFilter, limit: int, timings: dict[str, float]) -> list[Hit]:
+        t = time.perf_counter()
+        hits = self._store.keyword_search(self._analyzer.tokens(query), flt, limit)
+        timings["keyword"] = _ms(t)
+        return hits
 
     def search(
         self,
@@ -82,11 +91,13 @@ class SearchService:
             n_candidates = max(n_candidates, top_k * self._multiplier)
 
         keyword_hits, vector_hits = [], []
-        if mode in ("hybrid", "keyword"):
-            t = time.perf_counter()
-            tokens = self._analyzer.tokens(query)
-            keyword_hits = self._store.keyword_search(tokens, flt, n_candidates)
-            timings["keyword"] = _ms(t)
+        keyword_job: Future[list[Hit]] | None = None
+        if mode == "hybrid":
+            # The keyword retriever runs beside the query embedding and the vector search: they share nothing,
+            # and the embedder, SQLite and OpenSearch all release the GIL while they work.
+            keyword_job = self._keyword_pool.submit(self._keyword, query, flt, n_candidates, timings)
+        elif mode == "keyword":
+            keyword_hits = self._keyword(query, flt, n_candidates, timings)
         if mode in ("hybrid", "semantic"):
             t = time.perf_counter()
             vector = self._embedder.embed_query(query) if query_vector is None else query_vector
@@ -94,6 +105,8 @@ class SearchService:
             t = time.perf_counter()
             vector_hits = self._store.vector_search(vector, flt, n_candidates)
             timings["vector"] = _ms(t)
+        if keyword_job is not None:
+            keyword_hits = keyword_job.result()
 
         merged: dict[str, ScoredChunk] = {}
         for rank, hit in enumerate(keyword_hits, start=1):

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS ix_chunks_document ON chunks(document_id, ordinal);
 CREATE INDEX IF NOT EXISTS ix_chunks_collection ON chunks(collection);
+CREATE INDEX IF NOT EXISTS ix_chunks_staged ON chunks(live) WHERE live = 0;
 CREATE TABLE IF NOT EXISTS chunk_acl (
   rowid INTEGER NOT NULL REFERENCES chunks(rowid) ON DELETE CASCADE,
   principal TEXT NOT NULL
@@ -296,10 +297,21 @@ class EmbeddedChunkStore:
             return []
         match = " OR ".join('"%s"' % t.replace('"', '""') for t in dict.fromkeys(tokens))
         where, params = _filter_sql(flt, alias="c")
-        sql = (
-            f"SELECT {_COLUMNS}, bm25(chunks_fts) AS s FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
-            f"WHERE chunks_fts MATCH ? AND c.live = 1 AND {where} ORDER BY s LIMIT ?"
-        )
+        # Rank (rowid, score) pairs first and read the columns of the top `limit` only: every match is scored,
+        # so carrying each one's row through the sort made a 100k-chunk search 2-3x slower (bench/scale).
+        if where == "1=1":
+            # No filter but `live`: staged rows are few, so exclude them by the partial index instead of
+            # joining every match with its chunk row.
+            ranked = (
+                "SELECT chunks_fts.rowid AS rid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ?"
+                " AND chunks_fts.rowid NOT IN (SELECT rowid FROM chunks WHERE live = 0) ORDER BY s LIMIT ?"
+            )
+        else:
+            ranked = (
+                "SELECT c.rowid AS rid, bm25(chunks_fts) AS s FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid"
+                f" WHERE chunks_fts MATCH ? AND c.live = 1 AND {where} ORDER BY s LIMIT ?"
+            )
+        sql = f"WITH m AS ({ranked}) SELECT {_COLUMNS}, m.s FROM m JOIN chunks c ON c.rowid = m.rid ORDER BY m.s"
         with self._lock:
             rows = self._conn.execute(sql, [match, *params, limit]).fetchall()
         return [Hit(_record(r), -float(r[-1])) for r in rows]
