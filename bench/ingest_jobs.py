@@ -12,18 +12,15 @@ batches of 32 in this process before the server starts).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
+from bench.common import start_server
 from bench.corpus import docstring_documents
 
 OUT = Path(__file__).resolve().parent / "out" / "jobs"
@@ -87,34 +84,15 @@ def main() -> None:
 
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KS_")}
-    env.update(
-        KS_DATA_DIR=str(OUT / "data"),
-        KS_INGEST_WORKERS=str(args.workers),
-        KS_LOG_FORMAT="text",
-        KS_RATE_LIMIT_PER_MINUTE="0",
+    server, url = start_server(
+        {
+            "KS_DATA_DIR": str(OUT / "data"),
+            "KS_INGEST_WORKERS": str(args.workers),
+            "KS_LOG_FORMAT": "text",
+            "KS_RATE_LIMIT_PER_MINUTE": "0",
+        }
     )
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "knowledge-search"), "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not start")
-            time.sleep(0.3)
         with httpx.Client(base_url=url, timeout=60) as http:
             started = time.perf_counter()
 

@@ -18,42 +18,19 @@ embedder hands back the precomputed vector, so no model time is counted anywhere
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import re
 import statistics
-import subprocess
 import time
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.corpus import docstring_documents
+from bench.common import machine_line, percentile
+from bench.corpus import DIM, MODEL_ID, HashedVectors, chunk_record, corpus_chunks, read_corpus
 
 OUT = Path(__file__).resolve().parent / "out"
-DIM = 384
-BUCKETS = 1 << 15
-MODEL_ID = f"bench-synthetic-hash-{DIM}"
-
-
-class HashedVectors:
-    """Deterministic synthetic vectors: one fixed random vector per hashed token, summed and normalized."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self._table = np.random.default_rng(seed).standard_normal((BUCKETS, DIM), dtype=np.float32)
-
-    def of_tokens(self, tokens: Sequence[str], noise_key: str | None = None) -> np.ndarray:
-        rows = sorted({zlib.crc32(t.encode()) % BUCKETS for t in tokens})
-        v = self._table[rows].sum(axis=0) if rows else np.ones(DIM, dtype=np.float32)
-        v /= np.linalg.norm(v)
-        if noise_key is not None:
-            noise = np.random.default_rng(zlib.crc32(noise_key.encode())).standard_normal(DIM, dtype=np.float32)
-            v = v + 0.25 * noise / np.linalg.norm(noise)
-            v /= np.linalg.norm(v)
-        return v.astype(np.float32)
 
 
 class PrecomputedEmbedder:
@@ -79,49 +56,6 @@ class PrecomputedEmbedder:
         return vector if vector is not None else self.embed_documents([text])[0]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def read_corpus(attempts: int = 3) -> list[tuple[str, str]]:
-    """The docstring corpus, read in one go (a package installed meanwhile can make a file vanish mid-walk)."""
-    for attempt in range(attempts):
-        try:
-            return list(docstring_documents(include_site_packages=True))
-        except OSError as exc:
-            print(f"  corpus changed while reading it ({exc}); again", flush=True)
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
-def corpus_chunks(corpus: list[tuple[str, str]], target: int) -> Iterator[tuple[str, str, int, Any]]:
-    """(document id, title, ordinal, draft) until ``target`` chunks, cycling the corpus with a copy number."""
-    from app.ingest.chunking import chunk_document
-    from app.ingest.parsers import parse
-
-    docs: list[tuple[str, list[Any]]] = []
-    produced = 0
-    for name, text in corpus:
-        drafts = chunk_document(parse(text.encode(), "text/markdown"), 600, 100)
-        docs.append((name, drafts))
-        for i, d in enumerate(drafts):
-            yield f"{name}~0", name, i, d
-            produced += 1
-            if produced >= target:
-                return
-    copy = 1
-    while True:
-        for name, drafts in docs:
-            for i, d in enumerate(drafts):
-                yield f"{name}~{copy}", name, i, d
-                produced += 1
-                if produced >= target:
-                    return
-        copy += 1
-
-
 def build_index(store: Any, analyzer: Any, vectors: HashedVectors, target: int, batch: int) -> float:
     from app.stores.vector.base import ChunkRecord
 
@@ -133,18 +67,7 @@ def build_index(store: Any, analyzer: Any, vectors: HashedVectors, target: int, 
         tokens = analyzer.tokens(draft.text)
         chunk_id = f"{doc_id}-{ordinal:05d}"
         pending.append(
-            ChunkRecord(
-                chunk_id=chunk_id,
-                document_id=doc_id,
-                collection="bench",
-                ordinal=ordinal,
-                title=title,
-                text=draft.text,
-                source=draft.source,
-                metadata={"corpus": "docstrings", "copy": int(doc_id.rsplit("~", 1)[1])},
-                tokens=" ".join(tokens),
-                vector=vectors.of_tokens(tokens, noise_key=chunk_id),
-            )
+            chunk_record(doc_id, title, ordinal, draft, " ".join(tokens), vectors.of_tokens(tokens, noise_key=chunk_id))
         )
         if len(pending) >= batch:
             store.add(pending)
@@ -338,16 +261,7 @@ def main() -> None:
         )
     if rate is not None:
         print(f"indexing rate: {rate:.0f} chunks/s")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        "?",
-    )
-    print(f"machine: {cpu}, {os.cpu_count()} cores, python {platform.python_version()}, commit {commit}")
+    print(f"machine: {machine_line()}")
 
 
 if __name__ == "__main__":
