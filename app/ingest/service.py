@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.errors import AppError, Conflict, NotFound, PayloadTooLarge, Unprocessable
@@ -88,6 +89,17 @@ class IngestService:
     def submit(self, upload: Upload) -> Submitted:
         """Validate and record an upload; the returned job (if any) still has to run."""
         content_type, digest = self._validate(upload)
+        for attempt in (1, 2, 3):
+            try:
+                return self._record(upload, content_type, digest)
+            except IntegrityError:
+                # A concurrent upload created the same collection, or the same document, first: look again
+                # (the second time the collection exists and the document is found as a duplicate).
+                if attempt == 3:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _record(self, upload: Upload, content_type: str, digest: str) -> Submitted:
         with self._sessions.begin() as session:
             docs = DocumentRepository(session)
             existing = docs.by_hash(upload.collection, digest)

@@ -116,3 +116,23 @@ def test_doctor_finds_and_repairs_what_a_crash_leaves(client, container):
     assert failed["status"] == "failed" and "upload the document again" in failed["error"]
     assert client.get(f"/v1/documents/{kept['id']}").json()["status"] == "indexed"
     assert "0" * 32 not in container.store.document_ids()
+
+
+def test_concurrent_uploads_of_one_text_into_a_new_collection_make_one_document(container):
+    """Eight clients post the same text into a collection that does not exist yet, all at once: one document,
+    every client gets it, none gets an error (both the collection and the document are created only once)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    for round_ in range(6):
+        barrier = threading.Barrier(8)
+        text = f"Round {round_}: the visitor wifi password changes every Monday.".encode()
+
+        def submit(_: int, text: bytes = text, barrier: threading.Barrier = barrier, round_: int = round_):
+            barrier.wait()
+            return container.ingest.submit(Upload.of_bytes(text, collection=f"fresh-{round_}"))
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(submit, range(8)))
+        assert len({r.document.id for r in results}) == 1
+        assert sum(r.created for r in results) == 1
