@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import CallerDep, ContainerDep
 from app.api.problems import PROBLEM_RESPONSES
@@ -159,10 +160,17 @@ def put_collection(
 ) -> CollectionRead:
     """Create a collection or change its settings (PII redaction applies to documents ingested afterwards)."""
     caller.require("admin")
-    with container.audit.action(caller, "collection.update", [name]), container.sessions.begin() as session:
-        coll = CollectionRepository(session).ensure(name)
-        coll.redact_pii = body.redact_pii
-        return CollectionRead(name=coll.name, redact_pii=coll.redact_pii)
+    with container.audit.action(caller, "collection.update", [name]):
+        for attempt in (1, 2):
+            try:
+                with container.sessions.begin() as session:
+                    coll = CollectionRepository(session).ensure(name)
+                    coll.redact_pii = body.redact_pii
+                    return CollectionRead(name=coll.name, redact_pii=coll.redact_pii)
+            except IntegrityError:  # an upload created the collection at the same moment: it exists now
+                if attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
 
 
 @router.get("/audit", response_model=AuditPage)
