@@ -15,6 +15,7 @@ import argparse
 import shutil
 import signal
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -103,8 +104,12 @@ def main() -> None:
             with ThreadPoolExecutor(8) as pool:
                 statuses = list(pool.map(post, texts))
             accepted = time.perf_counter() - started
-            bad = sum(1 for s in statuses if s not in (200, 202))
-            print(f"posted {len(texts)} documents in {accepted:.1f} s ({len(texts) / accepted:.0f}/s), {bad} refused")
+            bad = Counter(s for s in statuses if s not in (200, 202))
+            duplicates = statuses.count(200)  # the same text posted again: answered with the existing document
+            print(
+                f"posted {len(texts)} documents in {accepted:.1f} s ({len(texts) / accepted:.0f}/s): "
+                f"{statuses.count(202)} queued, {duplicates} duplicates, refused {dict(bad) or 'none'}"
+            )
             pending = 1
             while pending:
                 time.sleep(2)
