@@ -233,12 +233,20 @@ def opensearch_point(n: int, args: argparse.Namespace, chunks: Chunks) -> tuple[
         fig["partial_of"] = n
         fig.update(build_s=None, note="unfinished build: see the build log")
     elif store.count() != n:
-        if store.count():
-            raise SystemExit(f"{alias} holds {store.count():,} chunks, not {n:,}: run with --rebuild")
+        held: set[str] = set()
+        if store.count() and args.resume:  # an unfinished build: write only the chunks it lacks
+            held = {h["_id"] for h in helpers.scan(raw, index=alias, query={"_source": False}, size=5000)}
+            print(f"  {alias} holds {len(held):,} of {n:,} chunks: writing the rest (--resume)", flush=True)
+            fig["resumed_from"] = len(held)
+        elif store.count():
+            raise SystemExit(f"{alias} holds {store.count():,} chunks, not {n:,}: run with --rebuild or --resume")
+        todo = chunks.prefix(n)
+        if held:
+            todo.keep([cid not in held for cid in todo.ids])
         if args.refresh_off:  # the bench's own index only; restored below
             raw.indices.put_settings(index=alias, body={"index": {"refresh_interval": "-1"}})
         try:
-            fig.update(build(store, chunks, args.batch, args.writers))
+            fig.update(build(store, todo, args.batch, args.writers))
         finally:
             if args.refresh_off:
                 raw.indices.put_settings(index=alias, body={"index": {"refresh_interval": None}})
@@ -338,6 +346,9 @@ def main() -> None:
     ap.add_argument("--build-only", action="store_true", help="build (or check) the indices, measure nothing")
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--partial", action="store_true", help="OpenSearch: measure an unfinished build's chunks")
+    ap.add_argument(
+        "--resume", action="store_true", help="OpenSearch: finish an unfinished build (build rate: the rest)"
+    )
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--results", type=Path, default=RESULTS, help="the JSON file the figures go to")
     ap.add_argument("--probe-embedded", type=Path, help=argparse.SUPPRESS)
