@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app.core.config import Settings
+from tests.integration.test_process import BIN, _env
 
 pytestmark = pytest.mark.process
-BIN = Path(sys.executable).parent / "knowledge-search"
 
 CORPUS = [
     {"_id": "leave", "title": "Paid leave", "text": "Employees receive 10 days of paid leave after six months."},
@@ -46,15 +44,7 @@ def _dataset(root: Path, *, qrels: bool = True) -> Path:
 
 
 def _eval(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KS_")}
-    env.update(
-        KS_DATA_DIR=str(settings.data_dir),
-        KS_DATABASE_URL=settings.resolved_database_url,
-        KS_VECTOR_STORE=settings.vector_store,
-        KS_OPENSEARCH_URL=settings.opensearch_url,
-        KS_OPENSEARCH_INDEX=settings.opensearch_index,
-        COLUMNS="200",  # keep rich from wrapping paths in messages
-    )
+    env = _env(settings, COLUMNS="200")  # keep rich from wrapping paths in messages
     return subprocess.run([str(BIN), "eval", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
