@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # zscore at 0.5 won on both eval sets (docs/benchmarks.md, "Retrieval quality").
     fusion: Literal["rrf", "minmax", "zscore"] = "zscore"
     fusion_weight_vector: float = Field(0.5, ge=0.0, le=1.0)
+    # BM25 weight of a chunk's context field (document title and heading path) against its text field.
+    keyword_context_weight: float = Field(1.0, ge=0.0, le=20.0)
 
     # Chat
     chat_top_k: int = Field(5, ge=1, le=50)

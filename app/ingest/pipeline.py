@@ -12,6 +12,7 @@ from typing import Any
 
 from app.core.errors import Unprocessable
 from app.ingest.chunking import ChunkDraft, chunk_document
+from app.ingest.context import index_text
 from app.ingest.parsers import parse_parts
 from app.ingest.payload import Payload
 from app.ingest.redaction import redact_document
@@ -109,7 +110,8 @@ class ChunkPipeline:
     def _stage_batch(
         self, doc_id: str, batch: list[ChunkDraft], id_prefix: str, first: int, target: Target
     ) -> list[str]:
-        vectors = self._embedder.embed_documents([d.text for d in batch])
+        indexed = [index_text(self._analyzer, target.title, d.source.heading_path, d.text) for d in batch]
+        vectors = self._embedder.embed_documents([x.embed for x in indexed])
         records = [
             ChunkRecord(
                 chunk_id=f"{id_prefix}{first + i:05d}",
@@ -121,7 +123,8 @@ class ChunkPipeline:
                 source=d.source,
                 metadata=target.metadata,
                 acl=target.acl,
-                tokens=" ".join(self._analyzer.tokens(d.text)),
+                tokens=indexed[i].tokens,
+                context=indexed[i].context,
                 vector=vectors[i],
             )
             for i, d in enumerate(batch)

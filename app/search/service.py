@@ -80,12 +80,16 @@ class SearchService:
         fusion: Fusion | None = None,
         rerank: bool = True,
         query_vector: np.ndarray | None = None,
+        per_document: int | None = None,
     ) -> SearchOutcome:
         """``fusion`` overrides the default for hybrid mode; ``rerank=False`` skips a configured reranker;
-        ``query_vector`` is the query's embedding when the caller already has it (evaluation runs)."""
+        ``query_vector`` is the query's embedding when the caller already has it (evaluation runs);
+        ``per_document`` keeps at most that many chunks of one document (the best ones), so one long document
+        cannot fill the results."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        n_candidates = top_k if mode != "hybrid" else max(top_k * self._multiplier, self._min_candidates)
+        widen = mode == "hybrid" or per_document is not None
+        n_candidates = max(top_k * self._multiplier, self._min_candidates) if widen else top_k
         reranker = self._reranker if rerank else None
         if reranker is not None:
             n_candidates = max(n_candidates, top_k * self._multiplier)
@@ -134,7 +138,32 @@ class SearchService:
             order = reranker.rerank(query, [sc.chunk.text for sc in ranked], top_k)
             ranked = [_with_score(ranked[i], s) for i, s in order]
             timings["rerank"] = _ms(t)
+        if per_document is not None:
+            ranked = limit_per_document(ranked, per_document)
         return SearchOutcome(hits=ranked[:top_k], took_ms=_ms(started), timings_ms=timings)
+
+
+def limit_per_document(ranked: list[ScoredChunk], n: int) -> list[ScoredChunk]:
+    """The ranking with at most ``n`` chunks of any one document (its best ones), order otherwise kept."""
+    seen: dict[str, int] = {}
+    kept = []
+    for sc in ranked:
+        count = seen.get(sc.chunk.document_id, 0)
+        if count < n:
+            kept.append(sc)
+        seen[sc.chunk.document_id] = count + 1
+    return kept
+
+
+def distinct_documents_first(ranked: list[ScoredChunk]) -> list[ScoredChunk]:
+    """Each document's best chunk first (in rank order), then every document's second best, and so on."""
+    seen: dict[str, int] = {}
+    keyed = []
+    for position, sc in enumerate(ranked):
+        round_ = seen.get(sc.chunk.document_id, 0)
+        seen[sc.chunk.document_id] = round_ + 1
+        keyed.append((round_, position, sc))
+    return [sc for _, _, sc in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 
 def _with_score(sc: ScoredChunk, score: float) -> ScoredChunk:
