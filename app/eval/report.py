@@ -47,7 +47,8 @@ def table(report: EvalReport) -> Table:
     out = Table(
         title=f"{report.dataset.name}: {report.queries} queries, {len(report.dataset.corpus)} documents "
         f"({report.backend}, {report.embedding_model})",
-        caption=f"collection {ingest.collection}: {how}; * = the configured fusion (KS_FUSION)",
+        caption=f"collection {ingest.collection}: {how}; * = the configured fusion (KS_FUSION)"
+        + ("; hybrid rows re-scored by their best sentence (KS_SECOND_STAGE)" if report.second_stage != "none" else ""),
     )
     out.add_column("mode", no_wrap=True)
     for header in ("nDCG@10", "R@10", "R@100", "MRR@10", "p50 ms", "p95 ms"):

@@ -91,6 +91,7 @@ class EvalReport:
     machine: dict[str, Any] = field(default_factory=dict)
     chat: list[ChatResult] = field(default_factory=list)
     chat_model: str = ""
+    second_stage: str = "none"  # KS_SECOND_STAGE: applied to the hybrid rows
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +108,7 @@ class EvalReport:
             "backend": self.backend,
             "embedding_model": self.embedding_model,
             "reranker": self.reranker,
+            "second_stage": self.second_stage,
             "top_k": TOP_K,
             "depth": DEPTH,
             "ingest": asdict(self.ingest),
@@ -198,6 +200,7 @@ def run(
         queries=len(queries) if retrieval else 0,
         chat=chat_results,
         chat_model=container.chat_model.model_id,
+        second_stage=settings.second_stage,
         backend=settings.vector_store,
         embedding_model=container.embedder.model_id,
         reranker=container.search.has_reranker,

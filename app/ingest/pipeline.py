@@ -12,12 +12,12 @@ from typing import Any
 
 from app.core.errors import Unprocessable
 from app.ingest.chunking import ChunkDraft, chunk_document
-from app.ingest.context import index_text
 from app.ingest.parsers import parse_parts
 from app.ingest.payload import Payload
 from app.ingest.redaction import redact_document
 from app.providers.base import Embedder
 from app.search.analysis import Analyzer
+from app.search.context import index_text
 from app.stores.sql.models import Document
 from app.stores.vector.base import ChunkRecord, ChunkStore
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from app.providers.base import Embedder, Reranker
 from app.search.analysis import Analyzer
 from app.search.fusion import Fusion, FusionMethod
 from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore, Hit
+
+if TYPE_CHECKING:
+    from app.search.second_stage import SentenceRescorer
 
 Mode = Literal["hybrid", "semantic", "keyword"]
 
@@ -26,6 +29,8 @@ class ScoredChunk:
     vector_score: float | None = None
     keyword_rank: int | None = None
     vector_rank: int | None = None
+    # Coverage of the question by the chunk's best sentence, when the second stage looked at it (0..1).
+    evidence: float | None = None
 
 
 @dataclass(slots=True)
@@ -48,6 +53,7 @@ class SearchService:
         reranker: Reranker | None = None,
         fusion: FusionMethod = "zscore",
         fusion_weight_vector: float = 0.5,
+        second_stage: SentenceRescorer | None = None,
     ) -> None:
         self._store = store
         self._embedder = embedder
@@ -57,6 +63,8 @@ class SearchService:
         self._multiplier = candidate_multiplier
         self._min_candidates = min_candidates
         self._reranker = reranker
+        # Applied to hybrid searches when configured (KS_SECOND_STAGE); chat asks for it by itself.
+        self.second_stage = second_stage
         # Threads for the keyword half of hybrid searches; idle ones cost nothing, and each search holds one.
         self._keyword_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="keyword-search")
 
@@ -81,11 +89,13 @@ class SearchService:
         rerank: bool = True,
         query_vector: np.ndarray | None = None,
         per_document: int | None = None,
+        second_stage: SentenceRescorer | None | bool = True,
     ) -> SearchOutcome:
         """``fusion`` overrides the default for hybrid mode; ``rerank=False`` skips a configured reranker;
         ``query_vector`` is the query's embedding when the caller already has it (evaluation runs);
         ``per_document`` keeps at most that many chunks of one document (the best ones), so one long document
-        cannot fill the results."""
+        cannot fill the results; ``second_stage``: True applies the configured one to hybrid searches, False
+        none, or a given SentenceRescorer (chat's)."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         widen = mode == "hybrid" or per_document is not None
@@ -138,6 +148,11 @@ class SearchService:
             order = reranker.rerank(query, [sc.chunk.text for sc in ranked], top_k)
             ranked = [_with_score(ranked[i], s) for i, s in order]
             timings["rerank"] = _ms(t)
+        stage = self.second_stage if second_stage is True else (second_stage or None)
+        if stage is not None and mode == "hybrid" and reranker is None and ranked:
+            t = time.perf_counter()
+            ranked = stage.rescore(query, ranked)
+            timings["second_stage"] = _ms(t)
         if per_document is not None:
             ranked = limit_per_document(ranked, per_document)
         return SearchOutcome(hits=ranked[:top_k], took_ms=_ms(started), timings_ms=timings)

@@ -21,8 +21,8 @@ import pytest
 
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
-from app.ingest.context import context_line, embedding_text
 from app.search.analysis import default_analyzer
+from app.search.context import context_line, embedding_text
 from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore, IndexInfo, SourcePosition
 from app.stores.vector.factory import build_chunk_store
 from app.stores.vector.reindex import reindex

@@ -64,7 +64,7 @@ class ChunkRecord:
     acl: list[str] | None = None
     # Analyzed keyword tokens (see app.search.analysis), space separated.
     tokens: str = ""
-    # Analyzed tokens of the chunk's title and heading path (app.ingest.context), a BM25 field of its own.
+    # Analyzed tokens of the chunk's title and heading path (app.search.context), a BM25 field of its own.
     context: str = ""
     vector: np.ndarray | None = None
 

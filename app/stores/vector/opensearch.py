@@ -64,7 +64,7 @@ def index_body(info: IndexInfo, *, shards: int = 1, replicas: int = 0) -> dict[s
                 "text": {"type": "text", "index": False},
                 # Already analyzed in Python (app.search.analysis): split on spaces only, score with BM25.
                 "tokens": {"type": "text", "analyzer": "whitespace"},
-                # the analyzed title and heading path (app.ingest.context), weighted at query time
+                # the analyzed title and heading path (app.search.context), weighted at query time
                 "context": {"type": "text", "analyzer": "whitespace"},
                 "source": {"type": "object", "enabled": False},
                 "metadata": {"type": "object", "enabled": False},

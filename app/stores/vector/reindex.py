@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
-from app.ingest.context import index_text
 from app.providers.base import Embedder
 from app.search.analysis import Analyzer
+from app.search.context import index_text
 from app.stores.vector.base import ChunkRecord, ChunkStore, IndexInfo
 
 if TYPE_CHECKING:  # opensearch-py is an extra: the embedded default must not need it
