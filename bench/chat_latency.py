@@ -36,12 +36,12 @@ def main() -> None:
     from app.chat.service import ChatService
     from app.core.config import Settings
     from app.providers.local import ExtractiveAnswerer
-    from app.search.analysis import default_analyzer
     from app.search.service import SearchService
     from app.stores.sql import migrate
     from app.stores.sql.session import build_engine, build_session_factory
     from app.stores.vector.base import ChunkFilter, IndexInfo
     from app.stores.vector.embedded import EmbeddedChunkStore
+    from app.text.analysis import default_analyzer
     from bench.scale import Chunks, InlineE5, build
 
     chunks = Chunks(args.chunks)

@@ -36,8 +36,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="keep an existing bench index instead of rebuilding")
     args = ap.parse_args()
 
+    from app.container import build_container
     from app.core.config import Settings
-    from app.core.container import build_container
     from app.ingest.chunking import chunk_document
     from app.ingest.parsers import parse
     from app.ingest.service import Upload

@@ -44,8 +44,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from app.chat.service import ChatService
+    from app.container import build_container
     from app.core.config import Settings
-    from app.core.container import build_container
     from app.eval.chat import aggregate, evaluate_chat, load_questions
     from app.providers.factory import build_embedder
     from app.providers.local import ExtractiveAnswerer

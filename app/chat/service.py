@@ -14,11 +14,11 @@ from app.core.errors import NotFound
 from app.providers.base import ChatModel, Generation, GenerationRequest, Source, Turn, Usage
 from app.providers.local import not_covered_message
 from app.providers.prompt import pick_model
-from app.search.context import context_line
 from app.search.second_stage import SentenceRescorer
 from app.search.service import ScoredChunk, SearchService, distinct_documents_first
 from app.stores.sql.repositories import ConversationRepository
 from app.stores.vector.base import ChunkFilter
+from app.text.context import context_line
 
 HISTORY_TURNS = 6
 

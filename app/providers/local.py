@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from app.providers.base import Delta, Generation, GenerationRequest, Usage
-from app.search.analysis import Analyzer
-from app.search.evidence import Evidence, Passage, split_sentences
+from app.text.analysis import Analyzer
+from app.text.evidence import Evidence, Passage, split_sentences
 
 __all__ = ["E5Embedder", "ExtractiveAnswerer", "not_covered_message", "split_sentences"]
 
@@ -62,7 +62,7 @@ class ExtractiveAnswerer:
 
     The sources arrive best first (chat's retrieval, second stage and document order). The answer quotes the
     first source that holds a sentence covering at least ``min_coverage`` of the question's weighted words
-    (``app.search.evidence``): its covering sentences, best first up to ``max_sentences``, in reading order, and
+    (``app.text.evidence``): its covering sentences, best first up to ``max_sentences``, in reading order, and
     cites that source only. A sentence of another source is never mixed in: similar documents (two versions of
     a licence) say similar things, and an answer must be checkable against the one passage it cites. No source
     with such a sentence: the documents do not cover the question.

@@ -5,7 +5,7 @@ this stage is lexical and cheap: the top ``depth`` fused candidates get a new sc
 
     (1 - weight) * fused score (min-max over those candidates) + weight * coverage of their best sentence
 
-(``app.search.evidence``: the share of the question's IDF-weighted words one sentence holds, with its title and
+(``app.text.evidence``: the share of the question's IDF-weighted words one sentence holds, with its title and
 headings). Candidates below ``depth`` keep their order after them. It costs the analysis of ``depth`` chunks
 (cached across requests), about 10 to 60 ms for 12 chunks, so chat always runs it and search only when
 ``KS_SECOND_STAGE=sentences``.
@@ -13,10 +13,10 @@ headings). Candidates below ``depth`` keep their order after them. It costs the 
 
 from __future__ import annotations
 
-from app.search.analysis import Analyzer
-from app.search.context import context_line
-from app.search.evidence import Evidence, Passage
 from app.search.service import ScoredChunk
+from app.text.analysis import Analyzer
+from app.text.context import context_line
+from app.text.evidence import Evidence, Passage
 
 
 class SentenceRescorer:

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from app.core.events import Observers
 from app.providers.base import Embedder, Reranker
-from app.search.analysis import Analyzer
 from app.search.fusion import Fusion, FusionMethod
 from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore, Hit
+from app.text.analysis import Analyzer
 
 if TYPE_CHECKING:
     from app.search.second_stage import SentenceRescorer
@@ -54,7 +55,9 @@ class SearchService:
         fusion: FusionMethod = "zscore",
         fusion_weight_vector: float = 0.5,
         second_stage: SentenceRescorer | None = None,
+        observers: Observers | None = None,
     ) -> None:
+        self._observers = observers or Observers()
         self._store = store
         self._embedder = embedder
         self._analyzer = analyzer
@@ -155,7 +158,9 @@ class SearchService:
             timings["second_stage"] = _ms(t)
         if per_document is not None:
             ranked = limit_per_document(ranked, per_document)
-        return SearchOutcome(hits=ranked[:top_k], took_ms=_ms(started), timings_ms=timings)
+        outcome = SearchOutcome(hits=ranked[:top_k], took_ms=_ms(started), timings_ms=timings)
+        self._observers.search_finished(mode, outcome.took_ms, timings)
+        return outcome
 
 
 def limit_per_document(ranked: list[ScoredChunk], n: int) -> list[ScoredChunk]:

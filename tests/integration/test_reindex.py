@@ -21,11 +21,11 @@ import pytest
 
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
-from app.search.analysis import default_analyzer
-from app.search.context import context_line, embedding_text
+from app.ingest.reindex import reindex
 from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore, IndexInfo, SourcePosition
 from app.stores.vector.factory import build_chunk_store
-from app.stores.vector.reindex import reindex
+from app.text.analysis import default_analyzer
+from app.text.context import context_line, embedding_text
 
 BIN = Path(sys.executable).parent / "knowledge-search"
 

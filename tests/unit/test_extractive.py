@@ -8,7 +8,7 @@ import pytest
 
 from app.providers.base import GenerationRequest, Source, Turn
 from app.providers.local import ExtractiveAnswerer
-from app.search.analysis import default_analyzer
+from app.text.analysis import default_analyzer
 
 GPL2 = Source(
     1,

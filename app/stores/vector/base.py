@@ -62,9 +62,9 @@ class ChunkRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     # Principals allowed to read; None means everyone who can read the collection.
     acl: list[str] | None = None
-    # Analyzed keyword tokens (see app.search.analysis), space separated.
+    # Analyzed keyword tokens (see app.text.analysis), space separated.
     tokens: str = ""
-    # Analyzed tokens of the chunk's title and heading path (app.search.context), a BM25 field of its own.
+    # Analyzed tokens of the chunk's title and heading path (app.text.context), a BM25 field of its own.
     context: str = ""
     vector: np.ndarray | None = None
 

@@ -20,7 +20,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.search.analysis import Analyzer
+from app.text.analysis import Analyzer
 
 # Words that frame a question rather than say what it is about ("how many", "please tell me", "どうすれば良い",
 # "教えて下さい"), as the analyzer writes them (Snowball stems; Sudachi's normalized forms). Passages rarely
@@ -54,7 +54,7 @@ def split_sentences(text: str) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class Passage:
     text: str
-    context: str = ""  # the title and heading path (app.search.context.context_line)
+    context: str = ""  # the title and heading path (app.text.context.context_line)
 
 
 @dataclass(frozen=True, slots=True)

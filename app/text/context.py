@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.search.analysis import Analyzer
+from app.text.analysis import Analyzer
 
 
 def context_line(title: str, heading_path: Sequence[str]) -> str:
