@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     chat_max_sentences: int = Field(3, ge=1, le=20)
     # Extractive answerer: a sentence supports the question when it holds this share of the question's
     # IDF-weighted words (app.text.evidence); below it everywhere, the answer is "not covered".
-    chat_min_coverage: float = Field(0.5, ge=0.0, le=1.0)
+    chat_min_coverage: float = Field(0.2, ge=0.0, le=1.0)
     # Chunks chat retrieves and re-scores by their best sentence before it picks its sources.
     chat_candidates: int = Field(12, ge=1, le=100)
 

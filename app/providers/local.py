@@ -70,7 +70,7 @@ class ExtractiveAnswerer:
 
     model_id = "extractive"
 
-    def __init__(self, analyzer: Analyzer, max_sentences: int = 3, min_coverage: float = 0.5) -> None:
+    def __init__(self, analyzer: Analyzer, max_sentences: int = 3, min_coverage: float = 0.2) -> None:
         self._analyzer = analyzer
         self._max_sentences = max_sentences
         self._min_coverage = min_coverage

@@ -64,6 +64,7 @@ class SentenceScore:
     text: str
     coverage: float  # 0..1: the share of the question's weighted words in the sentence and its context
     own: float  # the same, from the sentence's own words
+    novel: float  # the same, from its own words that its context does not already hold
     score: float  # coverage, plus a little for the earlier turn's words: to order sentences
     heading: bool  # the sentence is one of its passage's headings (a title line, not evidence)
 
@@ -154,18 +155,29 @@ class Evidence:
             bonus = sum(w for t, w in self.earlier.items() if t in words) / (self._total or 1.0)
             heading = " ".join(text.split()) in headings
             out.append(
-                SentenceScore(passage, i, text, coverage, self.coverage(tokens), coverage + 0.25 * bonus, heading)
+                SentenceScore(
+                    passage,
+                    i,
+                    text,
+                    coverage,
+                    self.coverage(tokens),
+                    self.coverage(tokens - context),
+                    coverage + 0.25 * bonus,
+                    heading,
+                )
             )
         return out
 
     def supporting(self, passage: int, min_coverage: float) -> list[SentenceScore]:
-        """The passage's sentences that support the question: at least ``min_coverage`` with their context, of
-        which at least half from their own words (a title that matches does not make every sentence an answer),
-        headings left out."""
+        """The passage's sentences that support the question: at least ``min_coverage`` with their context, and
+        a question word of their own that the title and headings do not already hold, so a matching title does
+        not make every sentence an answer. When the headings and the sentence hold (nearly) every word of the
+        question, as under an FAQ heading that asks it, a question word in the sentence is enough. Headings are
+        left out."""
         return [
             s
             for s in self.sentences(passage)
-            if not s.heading and s.coverage >= min_coverage and s.own >= min_coverage / 2
+            if not s.heading and s.coverage >= min_coverage and (s.novel > 0 or (s.coverage >= 0.9 and s.own > 0))
         ]
 
     def best(self, passage: int) -> float:
