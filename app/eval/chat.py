@@ -227,7 +227,7 @@ def _beir_ids(container: Any, collection: str) -> dict[str, str]:
     with container.sessions() as session:
         repo = DocumentRepository(session)
         while True:
-            rows, cursor = repo.page(collection=collection, limit=500, cursor=cursor)
+            rows, cursor = repo.page(collection=collection, limit=500, cursor=cursor, reader=None)
             for row in rows:
                 beir_id = (row.metadata_ or {}).get("beir_id")
                 if beir_id is not None:
