@@ -104,7 +104,11 @@ class ExtractiveAnswerer:
             [Passage(s.text, s.context or s.title) for s in request.sources],
             extra=previous[-1] if previous else "",
         )
-        for i, source in enumerate(request.sources):
+        # A follow-up is answered from a passage on the conversation's subject when one supports it.
+        on_subject = [i for i in range(len(request.sources)) if evidence.mentions_earlier(i)]
+        order = on_subject + [i for i in range(len(request.sources)) if i not in on_subject]
+        for i in order:
+            source = request.sources[i]
             covering = evidence.supporting(i, self._min_coverage)
             if covering:
                 chosen = sorted(covering, key=lambda s: (-s.score, -s.own, s.sentence))[: self._max_sentences]

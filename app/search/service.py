@@ -175,14 +175,16 @@ def limit_per_document(ranked: list[ScoredChunk], n: int) -> list[ScoredChunk]:
     return kept
 
 
-def distinct_documents_first(ranked: list[ScoredChunk]) -> list[ScoredChunk]:
-    """Each document's best chunk first (in rank order), then every document's second best, and so on."""
+def distinct_documents_first(ranked: list[ScoredChunk], per_round: int = 2) -> list[ScoredChunk]:
+    """Each document's best ``per_round`` chunks first (in rank order), then every document's next ones, and so
+    on: one long document cannot fill what chat reads, and the document that answers keeps the two passages a
+    follow-up question often needs."""
     seen: dict[str, int] = {}
     keyed = []
     for position, sc in enumerate(ranked):
-        round_ = seen.get(sc.chunk.document_id, 0)
-        seen[sc.chunk.document_id] = round_ + 1
-        keyed.append((round_, position, sc))
+        count = seen.get(sc.chunk.document_id, 0)
+        seen[sc.chunk.document_id] = count + 1
+        keyed.append((count // per_round, position, sc))
     return [sc for _, _, sc in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 

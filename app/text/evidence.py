@@ -180,6 +180,16 @@ class Evidence:
             if not s.heading and s.coverage >= min_coverage and (s.novel > 0 or (s.coverage >= 0.9 and s.own > 0))
         ]
 
+    def mentions_earlier(self, passage: int) -> bool:
+        """Whether the passage (its sentences or headings) holds a word of the earlier turn: a follow-up
+        ("and how many days?") is about what the conversation was about."""
+        if not self.earlier:
+            return True
+        words = set(self._contexts[passage])
+        for _, tokens in self._sentences[passage]:
+            words |= tokens
+        return any(t in words for t in self.earlier)
+
     def best(self, passage: int) -> float:
         """The coverage of the passage's best sentence that says something itself (0 when none does)."""
         return max((s.coverage for s in self.sentences(passage) if s.own > 0 and not s.heading), default=0.0)

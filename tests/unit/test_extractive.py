@@ -82,3 +82,13 @@ def test_a_follow_up_borrows_the_earlier_question_but_needs_words_of_its_own():
     assert "warranty protection in exchange for a fee" in follow and cited(follow) == {1}
     # the earlier words alone (fee, copy) do not make an unrelated follow-up covered
     assert "do not cover" in answer("And what about trademarks?", GPL2, GPL1, history=history)
+
+
+def test_a_follow_up_is_answered_from_the_conversations_subject():
+    allowance = Source(1, "Remote work", "Remote workers receive a monthly allowance of 3,000 yen.", "Remote work")
+    leave = Source(2, "Leave policy", "Employees receive 10 days of paid leave a year.", "Leave policy")
+    eligibility = Source(3, "Remote work", "Staff may work from home up to three days a week.", "Remote work > Who")
+    history = [Turn("user", "What is the remote work allowance?"), Turn("assistant", "3,000 yen [1]")]
+    # "days" is in the leave policy too, ranked higher; the follow-up is about remote work
+    follow = answer("And how many days a week?", allowance, leave, eligibility, history=history)
+    assert "three days a week" in follow and cited(follow) == {3}
