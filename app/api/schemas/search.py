@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.api.schemas.common import COLLECTION_PATTERN, Filters
+from app.api.schemas.common import COLLECTION_PATTERN, SOME_TEXT_PATTERN, Filters
 from app.api.schemas.documents import SourceRead
 
 
@@ -64,7 +64,7 @@ class SearchRequest(BaseModel):
         },
     )
 
-    query: str = Field(..., min_length=1, max_length=2000, pattern=r"\S", description="What to look for.")
+    query: str = Field(..., min_length=1, max_length=2000, pattern=SOME_TEXT_PATTERN, description="What to look for.")
     top_k: int = Field(10, ge=1, le=100)
     collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
     filters: Filters = Field(default_factory=dict)
@@ -112,7 +112,7 @@ class ChatRequest(BaseModel):
         },
     )
 
-    message: str = Field(..., min_length=1, max_length=4000, pattern=r"\S", description="Your question.")
+    message: str = Field(..., min_length=1, max_length=4000, pattern=SOME_TEXT_PATTERN, description="Your question.")
     conversation_id: str | None = Field(None, max_length=64, description="Continue an earlier conversation.")
     collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
     filters: Filters = Field(default_factory=dict)
