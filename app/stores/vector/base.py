@@ -12,15 +12,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.core.sentinel import UNSET, Unset
 
-class Unset:
-    """Marks an argument that was not given (None is a value: an ACL of None means public)."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET = Unset()
+__all__ = ["UNSET", "Unset"]  # the stores' callers pass UNSET for "not given" (defined in app.core.sentinel)
 
 
 @dataclass(slots=True)
