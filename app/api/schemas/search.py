@@ -72,6 +72,13 @@ class SearchRequest(BaseModel):
     fusion: FusionRequest | None = Field(
         None, description="Hybrid mode only: override how keyword and vector results are merged (KS_FUSION)."
     )
+    per_document: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="At most this many chunks of one document (its best ones), so that one long document does "
+        "not fill the results; default: no limit.",
+    )
 
     @model_validator(mode="after")
     def _fusion_needs_hybrid(self) -> SearchRequest:
@@ -86,7 +93,12 @@ class SearchResult(BaseModel):
     title: str
     text: str
     score: float = Field(
-        description="Fused score (hybrid, see `fusion`), cosine similarity (semantic) or BM25 (keyword)."
+        description="Higher is better; comparable within one response only. `keyword`: BM25 (title and headings "
+        "weighted in). `semantic`: cosine similarity of query and chunk embeddings, -1..1 (the local e5 model "
+        "gives related text about 0.8 to 0.9). `hybrid`: the fused score of `fusion`: with `zscore` (default) "
+        "the weighted sum of the two retrievers' standardized scores (standard deviations above the candidates' "
+        "mean; a lone candidate counts 1.0), with `minmax` the weighted sum of scores scaled to 0..1, with `rrf` "
+        "the sum of 1 / (k + rank)."
     )
     metadata: dict[str, Any]
     source: SourceRead

@@ -58,6 +58,8 @@ class ChunkRecord:
     acl: list[str] | None = None
     # Analyzed keyword tokens (see app.text.analysis), space separated.
     tokens: str = ""
+    # Analyzed tokens of the chunk's title and heading path (app.text.context), a BM25 field of its own.
+    context: str = ""
     vector: np.ndarray | None = None
 
 
@@ -124,7 +126,7 @@ class ChunkStore(Protocol):
         """The document's chunks in order (without vectors)."""
 
     def keyword_search(self, tokens: list[str], flt: ChunkFilter, limit: int) -> list[Hit]:
-        """BM25 over analyzed tokens; higher score is better."""
+        """BM25 over analyzed tokens (the text field plus the context field, weighted); higher is better."""
 
     def vector_search(self, vector: np.ndarray, flt: ChunkFilter, limit: int) -> list[Hit]:
         """Cosine similarity over normalized vectors; higher is better."""
