@@ -23,7 +23,7 @@ err = Console(stderr=True)
 
 
 def _container(settings: Settings | None = None):  # type: ignore[no-untyped-def]
-    from app.core.container import build_container
+    from app.container import build_container
 
     try:
         return build_container(settings or Settings())
@@ -261,9 +261,9 @@ def reindex(
     so searches keep working (pause uploads meanwhile, restart the service with the new model right after).
     Embedded: STOP THE SERVICE FIRST; the new chunks.db replaces the old one when it is complete.
     """
+    from app.ingest.reindex import reindex as rebuild
     from app.providers.factory import build_embedder
-    from app.search.analysis import default_analyzer
-    from app.stores.vector.reindex import reindex as rebuild
+    from app.text.analysis import default_analyzer
 
     settings = Settings()
     with Progress(

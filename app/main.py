@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, documents, health, jobs, metrics, problems, search, sources
+from app.api import admin, chat, documents, health, jobs, metrics, page, problems, search, sources
 from app.api.schemas import TextDocumentCreate
+from app.container import Container, build_container
 from app.core import observability
 from app.core.config import Settings
-from app.core.container import Container, build_container
 
 DESCRIPTION = """
 Ingest documents, search them (keyword BM25, semantic vectors, or hybrid with reciprocal rank fusion) and
@@ -36,11 +36,13 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = container is None or close_container
         app.state.container = container or build_container(settings)
-        metrics.instrument_container(app.state.container, app.state.metrics)
+        app.state.container.observers.attach(app.state.metrics)
+        app.state.metrics.watch_jobs(app.state.container.ingest.active_job_counts)
         app.state.container.start_workers()
         try:
             yield
         finally:
+            app.state.container.observers.detach(app.state.metrics)
             if owned:
                 app.state.container.close()
             if app.state.tracer_provider is not None:  # flush the last spans
@@ -69,7 +71,8 @@ def create_app(
     observability.install(app, settings, app.state.metrics)
     for module in (health, documents, jobs, search, chat, admin, sources):
         app.include_router(module.router)
-    metrics.install(app)  # /metrics, the page at / and its static files
+    metrics.install(app)  # /metrics
+    page.install(app)  # the page at / and its static files
     logging.getLogger("app").setLevel(settings.log_level)
     _register_schemas(app, TextDocumentCreate)
     return app

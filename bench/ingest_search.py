@@ -37,7 +37,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from app.core.config import Settings
-    from app.core.container import build_container
+    from app.container import build_container
     from app.ingest.chunking import chunk_document
     from app.ingest.parsers import parse
     from app.ingest.service import Upload

@@ -41,7 +41,7 @@ OS_ALIAS = "ks-bench-load"
 def build(target: int) -> None:
     """Ingest docstring documents with the real model until the index holds ``target`` chunks."""
     from app.core.config import Settings
-    from app.core.container import build_container
+    from app.container import build_container
     from app.ingest.service import Upload
 
     if not DATA.exists() and (SEED / "chunks.db").exists():

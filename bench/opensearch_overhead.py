@@ -140,9 +140,9 @@ def main() -> None:
     from opensearchpy import OpenSearch
 
     from app.core.config import Settings
-    from app.core.container import build_container
+    from app.container import build_container
     from app.main import create_app
-    from app.search.analysis import default_analyzer
+    from app.text.analysis import default_analyzer
     from app.stores.vector.base import ChunkFilter
     from app.stores.vector.opensearch import OpenSearchChunkStore
 

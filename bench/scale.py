@@ -52,7 +52,7 @@ class Chunks:
     own noise, so a million records cost about as much as the 62k distinct ones."""
 
     def __init__(self, n: int) -> None:
-        from app.search.analysis import default_analyzer
+        from app.text.analysis import default_analyzer
 
         self.n = n
         self._analyzer = default_analyzer()
@@ -270,7 +270,7 @@ def opensearch_memory(store: Any) -> dict[str, Any]:
 
 
 def measure(store: Any, chunks: Chunks, n_queries: int, top_k: int) -> dict[str, Any]:
-    from app.search.analysis import default_analyzer
+    from app.text.analysis import default_analyzer
     from app.search.service import SearchService
     from app.stores.vector.base import ChunkFilter
 

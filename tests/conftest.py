@@ -117,7 +117,7 @@ def _drop_indices(url: str, index: str) -> None:
 
 @pytest.fixture
 def container(settings: Settings, embedder):  # type: ignore[no-untyped-def]
-    from app.core.container import build_container
+    from app.container import build_container
 
     c = build_container(settings, embedder=embedder)
     yield c

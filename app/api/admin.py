@@ -9,11 +9,11 @@ from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
+from app.access.caller import hash_secret, new_secret
 from app.api.deps import CallerDep, ContainerDep
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.schemas import COLLECTION_PATTERN, Principal, _aware
 from app.core.errors import NotFound
-from app.core.security import hash_secret, new_secret
 from app.stores.sql.models import ApiKey, utcnow
 from app.stores.sql.repositories import ApiKeyRepository, AuditRepository, CollectionRepository
 

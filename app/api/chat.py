@@ -9,14 +9,14 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse
 
+from app.access.audit import AuditLog, Pending
+from app.access.caller import Caller
 from app.api.deps import CallerDep, ContainerDep, chunk_filter
 from app.api.metrics import chat_timer
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.schemas import ChatRequest, ChatResponse
 from app.chat.service import ChatEvent
-from app.core.audit import AuditLog, Pending
 from app.core.errors import AppError
-from app.core.security import Caller
 
 router = APIRouter(prefix="/v1", tags=["chat"], responses=PROBLEM_RESPONSES)
 

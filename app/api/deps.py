@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
+from app.access.caller import Caller, authenticate
 from app.api.schemas import DocumentRead, JobRead, SourceRead
-from app.core.container import Container
-from app.core.security import Caller, authenticate
+from app.container import Container
 from app.stores.sql.models import Document, Job
 from app.stores.vector.base import ChunkFilter, SourcePosition
 

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
+from app.access.caller import Caller
 from app.api.deps import CallerDep, ContainerDep, chunk_filter, document_read, source_read
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.schemas import (
@@ -24,8 +25,8 @@ from app.api.schemas import (
     Principal,
     TextDocumentCreate,
 )
+from app.container import Container
 from app.core.config import Settings
-from app.core.container import Container
 from app.core.errors import (
     BadInput,
     Conflict,
@@ -35,7 +36,6 @@ from app.core.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from app.core.security import Caller
 from app.ingest.payload import Payload
 from app.ingest.service import Submitted, Upload
 from app.stores.sql.models import Document

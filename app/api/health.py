@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from app.api.deps import ContainerDep
 from app.api.schemas import Health
-from app.core.container import Container
+from app.container import Container
 
 router = APIRouter(tags=["health"])
 

@@ -13,9 +13,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import AppError
+from app.core.problems import MEDIA_TYPE, problem_response
 
 log = logging.getLogger(__name__)
-MEDIA_TYPE = "application/problem+json"
 
 
 class Problem(BaseModel):
@@ -27,26 +27,6 @@ class Problem(BaseModel):
     detail: str | None = Field(None, description="What went wrong and what to do about it.")
     instance: str | None = Field(None, description="The request path.")
     errors: list[dict[str, Any]] | None = Field(None, description="Field errors, for validation problems.")
-
-
-def problem_response(
-    request: Request,
-    status: int,
-    detail: str | None,
-    *,
-    title: str | None = None,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-    }
-    body.update({k: v for k, v in extra.items() if v is not None})
-    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app.api.deps import CallerDep, ContainerDep
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.schemas import COLLECTION_PATTERN, Principal
-from app.core.container import Container
+from app.container import Container
 from app.core.errors import NotFound
 from app.ingest.sources import SyncService, build_s3_sync
 from app.stores.sql.models import SyncJob

@@ -15,7 +15,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
@@ -27,20 +27,17 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
-from sqlalchemy import func, select
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import problem_response
 from app.core.errors import AppError, ConfigurationError, StoreUnavailable
-from app.stores.sql.models import Job
+from app.core.problems import problem_response
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-    from sqlalchemy.orm import Session, sessionmaker
 
     from app.core.config import Settings
 
@@ -48,7 +45,7 @@ if TYPE_CHECKING:
 # the thread pool and SSE iteration copy the context).
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-access_log = logging.getLogger("app.access")
+access_log = logging.getLogger("app.http")
 # Probes and scrapes would drown the access log at INFO.
 _QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
@@ -119,35 +116,39 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def watch_jobs(self, sessions: sessionmaker[Session]) -> None:
-        self._jobs.sessions = sessions
+    def watch_jobs(self, count: Callable[[], dict[str, int]]) -> None:
+        """``count`` returns the queued and running ingest jobs (read at scrape time)."""
+        self._jobs.count = count
 
-    def observe_embedding(self, kind: str, texts: int, seconds: float) -> None:
+    # --- app.core.events.Observer: the services report here once the app attaches these metrics ---
+    def model_called(self, kind: str, texts: int, seconds: float) -> None:
         self.embedding_seconds.labels(kind).inc(seconds)
         self.embedded_texts.labels(kind).inc(texts)
 
-    def observe_search(self, mode: str, took_ms: float, timings_ms: dict[str, float]) -> None:
+    def search_finished(self, mode: str, took_ms: float, timings_ms: dict[str, float]) -> None:
         self.search_seconds.labels(mode).observe(took_ms / 1000)
         for stage, ms in timings_ms.items():
             self.search_stage_seconds.labels(stage).observe(ms / 1000)
+
+    def ingest_job_finished(self, status: str, seconds: float, chunks: int) -> None:
+        self.ingest_jobs.labels(status).inc()
+        self.ingest_seconds.labels(status).observe(seconds)
+        if status == "succeeded":
+            self.chunks_indexed.inc(chunks)
 
 
 class _JobsCollector:
     """Queued and running ingest jobs, counted in the metadata store at scrape time (the index on status)."""
 
     def __init__(self) -> None:
-        self.sessions: sessionmaker[Session] | None = None
+        self.count: Callable[[], dict[str, int]] | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         gauge = GaugeMetricFamily("ks_ingest_jobs_active", "Ingest jobs queued or running.", labels=["status"])
         counts = {"queued": 0, "running": 0}
-        if self.sessions is not None:
+        if self.count is not None:
             try:
-                with self.sessions() as session:
-                    rows = session.execute(
-                        select(Job.status, func.count()).where(Job.status.in_(tuple(counts))).group_by(Job.status)
-                    )
-                    counts.update({status: n for status, n in rows})
+                counts.update(self.count())
             except Exception:  # a scrape must not fail because the database is away; readyz reports that
                 return
         for status, n in counts.items():

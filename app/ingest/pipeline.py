@@ -16,9 +16,9 @@ from app.ingest.parsers import parse_parts
 from app.ingest.payload import Payload
 from app.ingest.redaction import redact_document
 from app.providers.base import Embedder
-from app.search.analysis import Analyzer
 from app.stores.sql.models import Document
 from app.stores.vector.base import ChunkRecord, ChunkStore
+from app.text.analysis import Analyzer
 
 # (chunks staged, total so far estimated, document title); first called with 0 once the title is settled
 StageProgress = Callable[[int, int, str], None]

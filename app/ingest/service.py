@@ -7,6 +7,7 @@ A document moves queued → processing → indexed (or failed, with the reason).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,16 +18,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.errors import AppError, Conflict, NotFound, PayloadTooLarge, Unprocessable
+from app.core.events import Observers
 from app.ingest.blobs import BlobStore
 from app.ingest.consistency import Inconsistencies, inspect, recover
 from app.ingest.parsers import detect_content_type
 from app.ingest.payload import Payload
 from app.ingest.pipeline import ChunkPipeline, StageProgress, Target, title_from_filename
 from app.providers.base import Embedder
-from app.search.analysis import Analyzer
 from app.stores.sql.models import Document, Job, utcnow
 from app.stores.sql.repositories import CollectionRepository, DocumentRepository, JobRepository
 from app.stores.vector.base import UNSET, ChunkStore, Unset
+from app.text.analysis import Analyzer
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,9 @@ class IngestService:
         max_attempts: int = 5,
         lease_s: float = 120.0,
         backoff_s: float = 2.0,
+        observers: Observers | None = None,
     ) -> None:
+        self._observers = observers or Observers()
         self._max_attempts = max_attempts
         self._lease = timedelta(seconds=lease_s)
         self._backoff_s = backoff_s
@@ -149,6 +153,17 @@ class IngestService:
         transient one (a store or provider briefly unavailable) puts the job back in the queue with a backoff,
         up to ``max_attempts``; the document is then ``queued`` with the last error.
         """
+        started, status, chunks = time.perf_counter(), "failed", 0
+        try:
+            doc = self._run_job(job_id, progress)
+            # a transient failure puts the job back in the queue (document "queued") for a later attempt
+            status = {"indexed": "succeeded", "queued": "retried"}.get(doc.status, "failed")
+            chunks = doc.chunk_count or 0
+            return doc
+        finally:
+            self._observers.ingest_job_finished(status, time.perf_counter() - started, chunks)
+
+    def _run_job(self, job_id: str, progress: Progress | None) -> Document:
         with self._sessions.begin() as session:
             job = JobRepository(session).get(job_id)
             if job is None:
@@ -361,6 +376,11 @@ class IngestService:
             if doc is not None:
                 docs.delete(doc)
         self._blobs.delete(document_id)
+
+    def active_job_counts(self) -> dict[str, int]:
+        """Ingest jobs queued and running now (for the metrics)."""
+        with self._sessions() as session:
+            return JobRepository(session).active_counts()
 
     # --- consistency (app.ingest.consistency) -------------------------------------------------------
     def inspect(self) -> Inconsistencies:

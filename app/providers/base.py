@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
+
+from app.core.events import Observers
 
 
 class Embedder(Protocol):
@@ -21,36 +23,31 @@ class Embedder(Protocol):
         """(dimension,) float32, L2-normalized."""
 
 
-EmbedListener = Callable[[str, int, float], None]  # (kind: "documents" or "query", texts, seconds)
-
-
 class ObservedEmbedder:
-    """An embedder that tells ``listener`` how long each call took (the metrics hooks set it): how busy the
-    model is, whichever provider it is."""
+    """An embedder that reports how long each call took to ``observers`` (how busy the model is, whichever
+    provider it is)."""
 
-    def __init__(self, inner: Embedder) -> None:
+    def __init__(self, inner: Embedder, observers: Observers) -> None:
         self.inner = inner
         self.model_id, self.dimension = inner.model_id, inner.dimension
-        self.listener: EmbedListener | None = None
+        self._observers = observers
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         started = time.perf_counter()
         vectors = self.inner.embed_documents(texts)
-        self._report("documents", len(texts), started)
+        self._observers.model_called("documents", len(texts), time.perf_counter() - started)
         return vectors
 
     def embed_query(self, text: str) -> np.ndarray:
         started = time.perf_counter()
         vector = self.inner.embed_query(text)
-        self._report("query", 1, started)
+        self._observers.model_called("query", 1, time.perf_counter() - started)
         return vector
 
-    def _report(self, kind: str, texts: int, started: float) -> None:
-        if self.listener is not None:
-            self.listener(kind, texts, time.perf_counter() - started)
-
-    def __getattr__(self, name: str) -> Any:  # close() and whatever else a provider offers
-        return getattr(self.inner, name)
+    def close(self) -> None:
+        closer = getattr(self.inner, "close", None)
+        if callable(closer):
+            closer()
 
 
 @dataclass(slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
 from app.providers.base import ChatModel, Embedder, Reranker
-from app.search.analysis import Analyzer
+from app.text.analysis import Analyzer
 
 # The local defaults of KS_EMBEDDING_MODEL / KS_CHAT_MODEL mean nothing to a remote provider.
 _LOCAL_MODELS = {"multilingual-e5-small-q4", "extractive"}

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from app.providers.base import Delta, Generation, GenerationRequest, Source, Usage
-from app.search.analysis import Analyzer
+from app.text.analysis import Analyzer
 
 
 class E5Embedder:

@@ -9,10 +9,11 @@ from typing import Literal
 
 import numpy as np
 
+from app.core.events import Observers
 from app.providers.base import Embedder, Reranker
-from app.search.analysis import Analyzer
 from app.search.fusion import Fusion, FusionMethod
 from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore, Hit
+from app.text.analysis import Analyzer
 
 Mode = Literal["hybrid", "semantic", "keyword"]
 
@@ -48,7 +49,9 @@ class SearchService:
         reranker: Reranker | None = None,
         fusion: FusionMethod = "zscore",
         fusion_weight_vector: float = 0.5,
+        observers: Observers | None = None,
     ) -> None:
+        self._observers = observers or Observers()
         self._store = store
         self._embedder = embedder
         self._analyzer = analyzer
@@ -134,7 +137,9 @@ class SearchService:
             order = reranker.rerank(query, [sc.chunk.text for sc in ranked], top_k)
             ranked = [_with_score(ranked[i], s) for i, s in order]
             timings["rerank"] = _ms(t)
-        return SearchOutcome(hits=ranked[:top_k], took_ms=_ms(started), timings_ms=timings)
+        outcome = SearchOutcome(hits=ranked[:top_k], took_ms=_ms(started), timings_ms=timings)
+        self._observers.search_finished(mode, outcome.took_ms, timings)
+        return outcome
 
 
 def _with_score(sc: ScoredChunk, score: float) -> ScoredChunk:

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from app.core.container import build_container
+from app.container import build_container
 from app.main import create_app
 from tests.helpers import PROBLEM
 

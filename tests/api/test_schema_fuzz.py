@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
 from app.core.config import Settings
-from app.core.container import build_container
+from app.container import build_container
 from app.main import create_app
 
 _state: dict = {}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from app.core.errors import BadInput, ConfigurationError, StoreUnavailable
-from app.search.analysis import default_analyzer
+from app.text.analysis import default_analyzer
 from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore, IndexInfo, SourcePosition
 from app.stores.vector.embedded import EmbeddedChunkStore
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from app.core.config import Settings
-from app.core.container import build_container
+from app.container import build_container
 from app.stores.vector.base import ChunkFilter
 from tests.integration.test_process import BIN, _env
 

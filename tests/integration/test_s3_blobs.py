@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
-from app.core.container import build_container
+from app.container import build_container
 from app.ingest import payload as payload_module
 from app.ingest.worker import JobWorker
 from app.main import create_app

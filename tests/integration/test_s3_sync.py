@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from app.core.config import Settings
-from app.core.container import build_container
+from app.container import build_container
 from app.main import create_app
 from app.stores.sql.repositories import DocumentRepository
 from tests.helpers import PROBLEM

@@ -22,7 +22,7 @@ from app.core.errors import (
 )
 from app.providers.base import GenerationRequest, Source, Turn
 from app.providers.factory import build_chat_model, build_embedder, build_reranker
-from app.search.analysis import default_analyzer
+from app.text.analysis import default_analyzer
 from tests.fakes import Act, collect
 from tests.fakes.bedrock_server import FakeBedrock, access_denied, guardrail, reply, slow, throttle, validation
 

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from app.core.config import Settings
-from app.core.container import build_container
+from app.container import build_container
 from app.core.errors import StoreUnavailable
 from app.core.observability import RequestIdFilter, configure_logging, json_formatter
 from app.main import create_app
@@ -141,7 +141,7 @@ def test_apps_keep_their_own_metrics(make_client: MakeClient) -> None:
 # --- request ids and the access log -----------------------------------------------------------------
 def test_request_id_comes_back_and_is_logged(make_client: MakeClient) -> None:
     client = make_client(admin_key=SecretStr("k-123"))
-    with json_lines("app.access") as lines:
+    with json_lines("app.http") as lines:
         r = client.post(
             "/v1/search",
             json={"query": "anything"},

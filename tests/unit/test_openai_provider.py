@@ -13,7 +13,7 @@ from app.core.config import Settings
 from app.core.errors import BadInput, ProviderError, ProviderTimeout, ProviderUnavailable, RateLimited
 from app.providers.base import GenerationRequest, Source, Turn
 from app.providers.factory import build_chat_model
-from app.search.analysis import default_analyzer
+from app.text.analysis import default_analyzer
 from tests.fakes import Act, collect
 from tests.fakes.openai_server import FakeOpenAI, error, reply, slow
 

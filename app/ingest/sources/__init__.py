@@ -12,7 +12,7 @@ from app.core.errors import ProviderUnavailable
 from app.ingest.sources.sync import SUPPORTED_SUFFIXES, SourceError, SyncReport, SyncService
 
 if TYPE_CHECKING:
-    from app.core.container import Container
+    from app.container import Container
 
 __all__ = ["SUPPORTED_SUFFIXES", "SourceError", "SyncReport", "SyncService", "build_s3_sync"]
 

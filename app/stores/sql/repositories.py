@@ -7,7 +7,7 @@ import binascii
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.errors import BadInput
@@ -153,6 +153,15 @@ class JobRepository:
         return self.session.scalar(
             select(Job).where(Job.document_id == document_id).order_by(Job.created_at.desc()).limit(1)
         )
+
+    def active_counts(self) -> dict[str, int]:
+        """Queued and running jobs, by status (the index on status)."""
+        counts = {"queued": 0, "running": 0}
+        rows = self.session.execute(
+            select(Job.status, func.count()).where(Job.status.in_(tuple(counts))).group_by(Job.status)
+        )
+        counts.update({status: n for status, n in rows})
+        return counts
 
     def active_updates(self) -> int:
         """Content replacements running now (their lease not yet expired)."""

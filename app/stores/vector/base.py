@@ -62,7 +62,7 @@ class ChunkRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     # Principals allowed to read; None means everyone who can read the collection.
     acl: list[str] | None = None
-    # Analyzed keyword tokens (see app.search.analysis), space separated.
+    # Analyzed keyword tokens (see app.text.analysis), space separated.
     tokens: str = ""
     vector: np.ndarray | None = None
 

@@ -62,7 +62,7 @@ def index_body(info: IndexInfo, *, shards: int = 1, replicas: int = 0) -> dict[s
                 "ordinal": {"type": "integer"},
                 "title": {"type": "text", "index": False},
                 "text": {"type": "text", "index": False},
-                # Already analyzed in Python (app.search.analysis): split on spaces only, score with BM25.
+                # Already analyzed in Python (app.text.analysis): split on spaces only, score with BM25.
                 "tokens": {"type": "text", "analyzer": "whitespace"},
                 "source": {"type": "object", "enabled": False},
                 "metadata": {"type": "object", "enabled": False},
@@ -142,7 +142,7 @@ class OpenSearchChunkStore:
                     "set KS_EMBEDDING_MODEL back, or rebuild the index with `knowledge-search reindex`."
                 )
 
-    # --- re-index (app.stores.vector.reindex) ----------------------------------------------------------
+    # --- re-index (app.ingest.reindex) ----------------------------------------------------------
     @property
     def name(self) -> str:
         """The alias (for a re-index target, the concrete index) this store reads and writes."""

@@ -1,4 +1,4 @@
-"""Builds engines, stores, providers and services once; the API and the CLI both use it."""
+"""The composition root: builds engines, stores, providers and services once; the API and the CLI both use it."""
 
 from __future__ import annotations
 
@@ -9,21 +9,22 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.access.audit import AuditLog
+from app.access.ratelimit import KeyRateLimiter
 from app.chat.service import ChatService
-from app.core.audit import AuditLog
 from app.core.config import Settings
-from app.core.ratelimit import KeyRateLimiter
+from app.core.events import Observers
 from app.ingest.blobs import build_blob_store, clear_stale_spool
 from app.ingest.service import IngestService
 from app.ingest.worker import JobWorker
 from app.providers.base import ChatModel, Embedder, ObservedEmbedder
 from app.providers.factory import build_chat_model, build_embedder, build_reranker
-from app.search.analysis import Analyzer, default_analyzer
 from app.search.service import SearchService
 from app.stores.sql import migrate
 from app.stores.sql.session import build_engine, build_session_factory
 from app.stores.vector.base import ChunkStore, IndexInfo
 from app.stores.vector.factory import build_chunk_store
+from app.text.analysis import Analyzer, default_analyzer
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class Container:
     chat: ChatService
     audit: AuditLog
     rate_limiter: KeyRateLimiter
+    # Services report searches, ingest jobs and model calls here; the app attaches its metrics.
+    observers: Observers
     worker: JobWorker | None = None
 
     def start_workers(self) -> None:
@@ -84,7 +87,8 @@ def build_container(
         migrate.upgrade(engine)
     sessions = build_session_factory(engine)
     analyzer = default_analyzer()
-    embedder = ObservedEmbedder(embedder or build_embedder(settings))  # timed for /metrics
+    observers = Observers()
+    embedder = ObservedEmbedder(embedder or build_embedder(settings), observers)  # timed for /metrics
     store = build_chunk_store(settings)
     store.ensure_ready(IndexInfo(embedding_model=embedder.model_id, dimension=embedder.dimension))
     chat_model = build_chat_model(settings, analyzer)
@@ -98,6 +102,7 @@ def build_container(
         candidate_multiplier=settings.candidate_multiplier,
         min_candidates=settings.min_candidates,
         reranker=build_reranker(settings),
+        observers=observers,
     )
     ingest = IngestService(
         sessions,
@@ -112,6 +117,7 @@ def build_container(
         max_attempts=settings.job_max_attempts,
         lease_s=settings.job_lease_s,
         backoff_s=settings.job_backoff_s,
+        observers=observers,
     )
     chat = ChatService(
         sessions,
@@ -134,6 +140,7 @@ def build_container(
         chat,
         audit=AuditLog(sessions, settings.audit_retention_days),
         rate_limiter=KeyRateLimiter(settings.rate_limit_per_minute),
+        observers=observers,
     )
 
 

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
 from app.providers.base import Embedder
-from app.search.analysis import Analyzer
 from app.stores.vector.base import ChunkRecord, ChunkStore, IndexInfo
+from app.text.analysis import Analyzer
 
 if TYPE_CHECKING:  # opensearch-py is an extra: the embedded default must not need it
     from app.stores.vector.opensearch import OpenSearchChunkStore

@@ -10,8 +10,8 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.access.caller import Caller
 from app.core.errors import AppError
-from app.core.security import Caller
 from app.stores.sql.models import AuditEvent, utcnow
 from app.stores.sql.repositories import AuditRepository
 
