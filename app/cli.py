@@ -22,11 +22,13 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _container(settings: Settings | None = None):  # type: ignore[no-untyped-def]
+def _container(settings: Settings | None = None, *, wait: bool = False):  # type: ignore[no-untyped-def]
+    """The services; ``wait``: give a chunk store that is still starting KS_STARTUP_WAIT_S to answer."""
     from app.container import build_container
 
+    settings = settings or Settings()
     try:
-        return build_container(settings or Settings())
+        return build_container(settings, wait_s=settings.startup_wait_s if wait else 0.0)
     except ConfigurationError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -56,7 +58,8 @@ def serve(
     if settings.admin_key is None:
         logging.getLogger("app").warning("KS_ADMIN_KEY is not set: serving without authentication on loopback only")
         err.print("[yellow]warning:[/yellow] KS_ADMIN_KEY is not set: no authentication (loopback only)")
-    container = _container(settings)
+    container = _container(settings, wait=True)
+    _warn_if_not_migrated(container)
     if sample:
         _ingest_paths(container, [Path(str(files("app") / "samples"))], "samples", {}, workers=2)
     app_ = create_app(settings, container=container, close_container=True)
@@ -245,8 +248,41 @@ def migrate() -> None:
 
     settings = Settings()
     engine = build_engine(settings)
+    _wait_for_database(engine, settings.startup_wait_s)
     migrations.upgrade(engine)
     console.print(f"database at revision {migrations.current_revision(engine)}")
+
+
+def _wait_for_database(engine: Any, wait_s: float) -> None:
+    """In a container stack the database may still be starting: wait up to KS_STARTUP_WAIT_S for it."""
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return
+        except OperationalError as exc:
+            if time.monotonic() >= deadline:
+                err.print(f"[red]error:[/red] the database does not answer: {exc.orig}. Check KS_DATABASE_URL.")
+                raise typer.Exit(1) from exc
+            err.print("waiting for the database to answer (KS_STARTUP_WAIT_S)...")
+            time.sleep(2)
+
+
+def _warn_if_not_migrated(container: Any) -> None:
+    """Say at start when the database needs `migrate`; the service still starts and answers 503 until it ran."""
+    from app.core.errors import AppError
+
+    try:
+        container.schema.check()
+    except AppError as exc:
+        logging.getLogger("app").warning("%s; until then /readyz and the API answer 503", exc.detail)
+        err.print(f"[yellow]warning:[/yellow] {exc.detail}; until then /readyz and the API answer 503")
 
 
 @app.command()
@@ -305,10 +341,12 @@ def worker(
 
     from app.ingest.worker import JobWorker
 
-    container = _container()
+    container = _container(wait=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if not container.schema.wait(stop):
+        return
     report = container.ingest.recover()
     if not report.clean:
         err.print(f"repaired after an earlier stop: {report}")

@@ -36,6 +36,12 @@ ContainerDep = Annotated[Container, Depends(get_container)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
+def require_schema(container: ContainerDep) -> None:
+    """Before every /v1 call: 503 naming `knowledge-search migrate` while the database is behind this code
+    (checked once it is current: no cost then)."""
+    container.schema.check()
+
+
 def chunk_filter(caller: Caller, collection: str | None, filters: dict[str, Any]) -> ChunkFilter:
     """What the caller may retrieve: its collections and principals go into every store query."""
     caller.check_read(collection)
