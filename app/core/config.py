@@ -162,7 +162,9 @@ class Settings(BaseSettings):
     def _urls(cls, v: str) -> str:
         urls = [u.strip() for u in v.split(",") if u.strip()]
         if not urls or any(not u.startswith(("http://", "https://")) for u in urls):
-            raise ValueError("give one or more http(s):// URLs, comma-separated, e.g. https://node1:9200,https://node2:9200")
+            raise ValueError(
+                "give one or more http(s):// URLs, comma-separated, e.g. https://node1:9200,https://node2:9200"
+            )
         if len({u.split("://")[0] for u in urls}) > 1:
             raise ValueError("all OpenSearch URLs must use the same scheme (http or https)")
         return ",".join(urls)

@@ -90,7 +90,9 @@ def podman_env() -> dict[str, str]:
     return env
 
 
-def podman(env: dict[str, str], *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def podman(
+    env: dict[str, str], *args: str, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(["podman", *args], env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

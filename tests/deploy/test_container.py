@@ -52,13 +52,17 @@ def test_migrate_once_then_serve_ingest_search_chat(
 
     # the one-shot migration: exits 0 and says which revision the database is at; a second run changes nothing
     for _ in range(2):
-        migrated = podman(podman_env, "run", "--rm", "--network", NETWORK, *env_args, image, "knowledge-search", "migrate")
+        migrated = podman(
+            podman_env, "run", "--rm", "--network", NETWORK, *env_args, image, "knowledge-search", "migrate"
+        )
         assert "database at revision" in migrated.stdout, migrated.stdout + migrated.stderr
 
     name = f"ks-test-app-{uuid.uuid4().hex[:8]}"
     port = free_port()
     started = time.monotonic()
-    podman(podman_env, "run", "-d", "--name", name, "--network", NETWORK, "-p", f"127.0.0.1:{port}:8000", *env_args, image)
+    podman(
+        podman_env, "run", "-d", "--name", name, "--network", NETWORK, "-p", f"127.0.0.1:{port}:8000", *env_args, image
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 180, "/healthz answering")
@@ -77,7 +81,11 @@ def test_migrate_once_then_serve_ingest_search_chat(
             assert httpx.get(f"{url}/v1/documents", timeout=10).status_code == 401  # a key is required
             doc = http.post(
                 "/v1/documents",
-                json={"title": "Parking", "text": "Visitors park on level B2 of the north garage.", "collection": "ops"},
+                json={
+                    "title": "Parking",
+                    "text": "Visitors park on level B2 of the north garage.",
+                    "collection": "ops",
+                },
             )
             assert doc.status_code == 201, doc.text
             hits = http.post("/v1/search", json={"query": "where do visitors park", "mode": "hybrid"}).json()
@@ -92,8 +100,6 @@ def test_migrate_once_then_serve_ingest_search_chat(
 
 
 def test_container_refuses_to_serve_publicly_without_a_key(podman_env: dict[str, str], image: str):
-    proc = subprocess.run(
-        ["podman", "run", "--rm", image], env=podman_env, capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run(["podman", "run", "--rm", image], env=podman_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "KS_ADMIN_KEY" in proc.stdout + proc.stderr
