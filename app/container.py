@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.access.audit import AuditLog
-from app.access.ratelimit import KeyRateLimiter
+from app.access.ratelimit import RateLimiter, build_rate_limiter
 from app.chat.service import ChatService
 from app.core.config import Settings
 from app.core.errors import StoreUnavailable
@@ -46,7 +46,7 @@ class Container:
     search: SearchService
     chat: ChatService
     audit: AuditLog
-    rate_limiter: KeyRateLimiter
+    rate_limiter: RateLimiter
     # Services report searches, ingest jobs and model calls here; the app attaches its metrics.
     observers: Observers
     # Whether the database carries this code's schema (API calls answer 503 naming `migrate` until it does).
@@ -162,7 +162,9 @@ def build_container(
         search,
         chat,
         audit=AuditLog(sessions, settings.audit_retention_days),
-        rate_limiter=KeyRateLimiter(settings.rate_limit_per_minute),
+        rate_limiter=build_rate_limiter(
+            settings.rate_limit_storage, sessions, settings.rate_limit_per_minute, settings.is_sqlite
+        ),
         observers=observers,
         schema=schema,
     )

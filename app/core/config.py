@@ -122,8 +122,11 @@ class Settings(BaseSettings):
     openai_timeout_s: float = Field(default=60.0, gt=0)
 
     # --- access control ---
-    # Requests per minute per API key (0: no limit). Counted per process: behind N replicas the total is N times.
+    # Requests per minute per API key (0: no limit).
     rate_limit_per_minute: int = Field(600, ge=0)
+    # Where requests are counted: "database" (the metadata DB: the limit holds across every instance), "memory"
+    # (per process), "auto": database on Postgres, memory on SQLite.
+    rate_limit_storage: Literal["auto", "database", "memory"] = "auto"
     audit_retention_days: int = Field(365, ge=1)
 
     log_level: str = "INFO"
@@ -147,7 +150,7 @@ class Settings(BaseSettings):
     ready_timeout_s: float = Field(2.0, gt=0)
     # At start, how long `serve` and `worker` wait for the chunk store, and `migrate` for the database, to answer
     # (in a container stack they start in any order).
-    startup_wait_s: float = Field(60.0, ge=0)
+    startup_wait_s: float = Field(120.0, ge=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ Each test reports the figures it measured (image size, cold start, errors during
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -145,7 +146,5 @@ def index_name(opensearch_url: str) -> Iterator[str]:
     name = f"ks-deploy-{uuid.uuid4().hex[:10]}"
     yield name
     first = opensearch_url.split(",")[0].rstrip("/")
-    try:
+    with contextlib.suppress(httpx.HTTPError):
         httpx.delete(f"{first}/{name}*", timeout=30)
-    except httpx.HTTPError:
-        pass

@@ -20,6 +20,7 @@ from app.stores.sql.models import (
     DocumentReader,
     Job,
     Message,
+    RateLimitWindow,
     SyncJob,
     utcnow,
 )
@@ -341,3 +342,41 @@ class SyncJobRepository:
 
     def get(self, sync_id: str) -> SyncJob | None:
         return self.session.get(SyncJob, sync_id)
+
+
+class RateLimitRepository:
+    """Per-key request counts per minute, shared by every instance through the metadata database."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def hit(self, key_id: str, window: int) -> tuple[int, int]:
+        """Count one request in ``window``; returns (hits in this window, hits in the one before).
+
+        One atomic upsert, so concurrent requests on several instances never lose a count."""
+        table = RateLimitWindow.__table__
+        values = {"key_id": key_id, "window": window, "hits": 1}
+        if self.session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        stmt = insert(table).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key_id", "window"], set_={"hits": table.c.hits + 1}
+        ).returning(table.c.hits)
+        current = int(self.session.execute(stmt).scalar_one())
+        previous = self.session.scalar(
+            select(RateLimitWindow.hits).where(RateLimitWindow.key_id == key_id, RateLimitWindow.window == window - 1)
+        )
+        return current, int(previous or 0)
+
+    def undo(self, key_id: str, window: int) -> None:
+        """Take back a refused request's count (refused requests do not use up the allowance)."""
+        self.session.execute(
+            update(RateLimitWindow)
+            .where(RateLimitWindow.key_id == key_id, RateLimitWindow.window == window)
+            .values(hits=RateLimitWindow.hits - 1)
+        )
+
+    def prune(self, before_window: int) -> None:
+        self.session.execute(delete(RateLimitWindow).where(RateLimitWindow.window < before_window))
