@@ -3,9 +3,9 @@
 Two ways to count, one answer (429 with Retry-After):
 - ``KeyRateLimiter``: a moving window in this process's memory (the `limits` library). Enough for one process,
   the embedded default.
-- ``SharedRateLimiter``: counts in the metadata database, so the limit holds for a key across every instance
-  behind the gateway (with memory counting, N instances would allow N times the limit). A sliding window over
-  two one-minute counters: the previous minute's count weighs as much as it still overlaps the last 60 s.
+- ``SharedRateLimiter``: the same moving window, kept in the metadata database (one row per request of the last
+  minute), so the limit holds for a key across every instance behind the gateway; with memory counting, N
+  instances would allow N times the limit. A per-key advisory lock makes count-then-add atomic on Postgres.
 
 KS_RATE_LIMIT_STORAGE chooses: ``auto`` (the default) counts in the database on Postgres and in memory on SQLite,
 whose single writer should not take a write per request.
@@ -66,19 +66,17 @@ class SharedRateLimiter:
             return
         identity = key_id or "anonymous"
         now = time.time()
-        window, into = divmod(now, 60.0)
         with self._sessions.begin() as session:
             repo = RateLimitRepository(session)
-            current, previous = repo.hit(identity, int(window))
-            estimate = previous * (1 - into / 60.0) + current
-            if estimate > self._limit:
-                repo.undo(identity, int(window))
-                # when enough of the previous minute has slid out of the window for one more request
-                retry = 60 - into if previous == 0 else min(60 - into, 60 * (estimate - self._limit) / previous)
-                raise _refuse(self._limit, max(1, math.ceil(retry)))
+            repo.lock(identity)
+            used, oldest = repo.since(identity, now - 60.0)
+            if used >= self._limit:
+                # refused requests are not counted: the allowance comes back as the oldest ones slide out
+                raise _refuse(self._limit, max(1, math.ceil((oldest or now) + 60.0 - now)))
+            repo.add(identity, now)
             self._calls += 1
-            if self._calls % 1000 == 1:  # now and then, drop windows nobody reads any more
-                repo.prune(int(window) - 1)
+            if self._calls % 1000 == 1:  # now and then, drop what no window reads any more
+                repo.prune(now - 60.0)
 
 
 def build_rate_limiter(storage: str, sessions: sessionmaker[Session], per_minute: int, is_sqlite: bool) -> RateLimiter:

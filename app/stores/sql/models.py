@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -195,11 +197,14 @@ class SyncJob(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class RateLimitWindow(Base):
-    """Requests of one API key in one minute (epoch minute), counted for every instance in one place."""
+class RateLimitHit(Base):
+    """One request of an API key, kept for a minute: the moving window every instance counts in."""
 
-    __tablename__ = "rate_limit_windows"
+    __tablename__ = "rate_limit_hits"
+    __table_args__ = (Index("ix_rate_limit_hits_key_at", "key_id", "at"),)
 
-    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    window: Mapped[int] = mapped_column(Integer, primary_key=True)
-    hits: Mapped[int] = mapped_column(Integer)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    key_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)

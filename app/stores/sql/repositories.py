@@ -20,7 +20,7 @@ from app.stores.sql.models import (
     DocumentReader,
     Job,
     Message,
-    RateLimitWindow,
+    RateLimitHit,
     SyncJob,
     utcnow,
 )
@@ -345,38 +345,27 @@ class SyncJobRepository:
 
 
 class RateLimitRepository:
-    """Per-key request counts per minute, shared by every instance through the metadata database."""
+    """Per-key requests of the last minute, shared by every instance through the metadata database."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def hit(self, key_id: str, window: int) -> tuple[int, int]:
-        """Count one request in ``window``; returns (hits in this window, hits in the one before).
-
-        One atomic upsert, so concurrent requests on several instances never lose a count."""
-        table = RateLimitWindow.__table__
-        values = {"key_id": key_id, "window": window, "hits": 1}
+    def lock(self, key_id: str) -> None:
+        """Serialize the count-then-add of one key across instances (Postgres: a transaction advisory lock)."""
         if self.session.get_bind().dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-        stmt = insert(table).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["key_id", "window"], set_={"hits": table.c.hits + 1}
-        ).returning(table.c.hits)
-        current = int(self.session.execute(stmt).scalar_one())
-        previous = self.session.scalar(
-            select(RateLimitWindow.hits).where(RateLimitWindow.key_id == key_id, RateLimitWindow.window == window - 1)
-        )
-        return current, int(previous or 0)
+            self.session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"ks-rate:{key_id}"))))
 
-    def undo(self, key_id: str, window: int) -> None:
-        """Take back a refused request's count (refused requests do not use up the allowance)."""
-        self.session.execute(
-            update(RateLimitWindow)
-            .where(RateLimitWindow.key_id == key_id, RateLimitWindow.window == window)
-            .values(hits=RateLimitWindow.hits - 1)
-        )
+    def since(self, key_id: str, start: float) -> tuple[int, float | None]:
+        """(requests of ``key_id`` after ``start``, the time of the oldest of them)."""
+        n, oldest = self.session.execute(
+            select(func.count(), func.min(RateLimitHit.at)).where(
+                RateLimitHit.key_id == key_id, RateLimitHit.at > start
+            )
+        ).one()
+        return int(n), oldest
 
-    def prune(self, before_window: int) -> None:
-        self.session.execute(delete(RateLimitWindow).where(RateLimitWindow.window < before_window))
+    def add(self, key_id: str, at: float) -> None:
+        self.session.add(RateLimitHit(key_id=key_id, at=at))
+
+    def prune(self, before: float) -> None:
+        self.session.execute(delete(RateLimitHit).where(RateLimitHit.at <= before))
