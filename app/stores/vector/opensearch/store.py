@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from opensearchpy import OpenSearch, helpers
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
-from opensearchpy.exceptions import TransportError
+from opensearchpy.exceptions import SSLError, TransportError
 
 from app.core.errors import StoreUnavailable
 from app.stores.vector.base import UNSET, ChunkFilter, ChunkRecord, Hit, IndexInfo, Unset
@@ -152,6 +152,14 @@ class OpenSearchChunkStore:
         both versions for a moment (never neither)."""
         ids = list(chunk_ids)
         with self._translate("publish"):
+            if self._serverless:
+                # staged chunks may not be searchable yet (no refresh there): set them live by id
+                actions = ({"_op_type": "update", "_index": self._alias, "_id": i, "doc": {"live": True}} for i in ids)
+                _, errors = helpers.bulk(self._client, actions, raise_on_error=False, stats_only=False)
+                if errors:
+                    raise StoreUnavailable(f"OpenSearch could not publish every chunk of {document_id}: {errors[0]}")
+                self._delete_where(q.others_of_document(document_id, ids), document_id)
+                return
             for i in range(0, len(ids), q.PAGE):
                 query = {"bool": {"filter": [q.of_document(document_id), {"terms": {"chunk_id": ids[i : i + q.PAGE]}}]}}
                 self._update_where(query, {"live": True}, document_id)
@@ -258,6 +266,11 @@ class OpenSearchChunkStore:
         """OpenSearch transport errors become StoreUnavailable at this edge."""
         try:
             yield
+        except SSLError as exc:
+            raise StoreUnavailable(
+                f"OpenSearch's TLS certificate was not accepted ({operation} on {self._alias!r}): {exc.info}. If the "
+                "cluster's certificate comes from a private CA, set KS_OPENSEARCH_CA_BUNDLE to that CA's PEM file"
+            ) from exc
         except TransportConnectionError as exc:
             raise StoreUnavailable(f"OpenSearch did not answer ({operation} on {self._alias!r}): {exc}") from exc
         except TransportError as exc:
