@@ -38,6 +38,10 @@ def compose_files(podman_env: dict[str, str]) -> list[str]:
     return files
 
 
+def _pid_max() -> int:
+    return int(open("/proc/sys/kernel/pid_max").read())  # podman's own thread limit follows it
+
+
 def _finished_at(podman_env: dict[str, str], name: str) -> tuple[int, float]:
     out = podman(podman_env, "inspect", "--format", "{{.State.ExitCode}} {{.State.FinishedAt}}", name).stdout.split()
     stamp = " ".join(out[1:3])  # "2026-11-29 21:40:01.123456789 +0000 UTC"
@@ -59,6 +63,7 @@ def test_compose_up_healthy_migrated_serving_then_down_leaves_nothing(
         "KS_HTTP_PORT": str(port),
         # this host grants at most its own hard limit (no CAP_SYS_RESOURCE)
         "KS_OPENSEARCH_NOFILE": str(min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])),
+        "KS_OPENSEARCH_NPROC": str(min(65535, resource.getrlimit(resource.RLIMIT_NPROC)[1], _pid_max())),
     }
     compose = ["podman-compose", "-p", project, *compose_files]
     url = f"http://127.0.0.1:{port}"
