@@ -7,17 +7,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.access.audit import AuditLog
+from app.access.keys import KeyService
 from app.access.ratelimit import RateLimiter, build_rate_limiter
 from app.chat.service import ChatService
 from app.core.config import Settings
 from app.core.errors import StoreUnavailable
 from app.core.events import Observers
 from app.ingest.blobs import build_blob_store, clear_stale_spool
+from app.ingest.catalog import Catalog
 from app.ingest.service import IngestService
+from app.ingest.sources import SourceRegistry, SyncService, build_s3_sync
 from app.ingest.worker import JobWorker
 from app.providers.base import ChatModel, Embedder, ObservedEmbedder
 from app.providers.factory import build_chat_model, build_embedder, build_reranker
@@ -45,6 +48,9 @@ class Container:
     ingest: IngestService
     search: SearchService
     chat: ChatService
+    catalog: Catalog
+    keys: KeyService
+    sources: SourceRegistry
     audit: AuditLog
     rate_limiter: RateLimiter
     # Services report searches, ingest jobs and model calls here; the app attaches its metrics.
@@ -52,6 +58,19 @@ class Container:
     # Whether the database carries this code's schema (API calls answer 503 naming `migrate` until it does).
     schema: SchemaGate
     worker: JobWorker | None = None
+    _s3_sync: SyncService | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def s3_sync(self) -> SyncService:
+        """The S3 sync service, built on first use (one boto3 client for the process)."""
+        with self._lock:
+            if self._s3_sync is None:
+                self._s3_sync = build_s3_sync(self.ingest, self.sessions, self.settings)
+            return self._s3_sync
+
+    def ping_database(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
     _closing: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -62,9 +81,7 @@ class Container:
         """Repair what an earlier crash left (in the background), then run queued jobs; both wait until the
         database has been migrated."""
         if self.settings.ingest_workers > 0 and self.worker is None:
-            self.worker = JobWorker(
-                self.sessions, self.ingest, threads=self.settings.ingest_workers, lease_s=self.settings.job_lease_s
-            )
+            self.worker = JobWorker(self.ingest, threads=self.settings.ingest_workers)
             threading.Thread(target=self._recover_then_work, name="recover", daemon=True).start()
 
     def _recover_then_work(self) -> None:
@@ -161,6 +178,9 @@ def build_container(
         ingest,
         search,
         chat,
+        catalog=Catalog(store),
+        keys=KeyService(sessions),
+        sources=SourceRegistry(sessions),
         audit=AuditLog(sessions, settings.audit_retention_days),
         rate_limiter=build_rate_limiter(
             settings.rate_limit_storage, sessions, settings.rate_limit_per_minute, settings.is_sqlite
