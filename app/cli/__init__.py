@@ -27,11 +27,13 @@ def bars() -> Progress:
     return progress_bars(err)
 
 
-def open_container(settings: Settings | None = None) -> Container:
+def open_container(settings: Settings | None = None, *, wait: bool = False) -> Container:
+    """The services; ``wait``: give a chunk store that is still starting KS_STARTUP_WAIT_S to answer."""
     from app.container import build_container
 
+    settings = settings or Settings()
     try:
-        return build_container(settings or Settings())
+        return build_container(settings, wait_s=settings.startup_wait_s if wait else 0.0)
     except ConfigurationError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

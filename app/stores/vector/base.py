@@ -137,7 +137,8 @@ class ChunkStore(Protocol):
     def chunk_counts(self) -> dict[str, int]:
         """Chunks per document id, for every document that has any."""
 
-    def ping(self) -> None:
-        """Raise StoreUnavailable when the store does not answer."""
+    def ping(self) -> str | None:
+        """Raise StoreUnavailable when the store cannot serve; a note ("degraded: ...") when it serves with less
+        redundancy than configured (an OpenSearch index whose replicas are not all assigned)."""
 
     def close(self) -> None: ...

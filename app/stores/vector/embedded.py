@@ -133,12 +133,13 @@ class EmbeddedChunkStore:
             ).fetchone()
         return None if model is None else IndexInfo(embedding_model=model, dimension=int(dim))
 
-    def ping(self) -> None:
+    def ping(self) -> str | None:
         try:
             with self._lock:
                 self._conn.execute("SELECT 1 FROM store_state").fetchone()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"embedded chunk store is not readable: {exc}") from exc
+        return None
 
     def close(self) -> None:
         with self._lock:
