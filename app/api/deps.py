@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.access.caller import Caller, authenticate
 from app.api.schemas import DocumentRead, JobRead, SourceRead
 from app.container import Container
 from app.stores.sql.models import Document, Job
 from app.stores.vector.base import ChunkFilter, SourcePosition
+
+# Declares the bearer scheme in the OpenAPI schema (Swagger's "Authorize", generated clients' token) for every
+# operation that depends on get_caller. auto_error=False: authenticate() reads the header and words the 401 itself.
+BEARER = HTTPBearer(
+    scheme_name="bearerAuth",
+    description="An API key: KS_ADMIN_KEY, or a key made with POST /v1/keys or `knowledge-search keys create`.",
+    auto_error=False,
+)
 
 
 def get_container(request: Request) -> Container:
@@ -25,6 +34,7 @@ def get_caller(
         str | None,
         Header(description="Principals to act for (keys with the 'impersonate' scope), e.g. user:bob,group:sales"),
     ] = None,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
 ) -> Caller:
     caller = authenticate(container.settings, container.sessions, authorization, x_on_behalf_of)
     request.state.key_id = caller.key_id

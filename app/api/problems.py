@@ -56,14 +56,151 @@ def install(app: FastAPI) -> None:
         return problem_response(request, 500, "an unexpected error occurred; it has been logged")
 
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {
-        "model": Problem,
-        "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        "description": HTTPStatus(code).phrase,
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """Give every operation of the OpenAPI schema the problems it really answers, with an example of each.
+
+    Operations that declare the bearer security scheme get 401, 403 and 429, those with a request body 400, 413
+    and 422; OPERATION_PROBLEMS adds what each one gives besides. FastAPI's generic 422 (HTTPValidationError) is dropped: our 422 is a problem too, and
+    only operations with a parameter or body that can fail validation list it.
+    """
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            replies = operation.setdefault("responses", {})
+            for code in [c for c, r in replies.items() if _is_problem(r)]:
+                del replies[code]
+            problems: dict[int, str | None] = dict.fromkeys((401, 403, 429)) if operation.get("security") else {}
+            if "requestBody" in operation:  # a body can be unparsable (400), too large (413) or not valid (422)
+                problems.update({400: _BODY_400, 413: None, 422: None})
+            problems.update(OPERATION_PROBLEMS.get(operation.get("operationId", ""), {}))
+            for code in sorted(problems):
+                replies[str(code)] = response(code, problems[code], path)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return schema
+
+
+def response(code: int, detail: str | None = None, instance: str = "/v1/...") -> dict[str, Any]:
+    example = {
+        "type": "about:blank",
+        "title": _TITLES.get(code, HTTPStatus(code).phrase),
+        "status": code,
+        "detail": detail or EXAMPLES[code],
+        "instance": instance,
     }
-    for code in (400, 401, 403, 404, 413, 415, 422)
+    return {
+        "description": _TITLES.get(code, HTTPStatus(code).phrase),
+        "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}, "example": example}},
+        **({"headers": _HEADERS[code]} if code in _HEADERS else {}),
+    }
+
+
+def _is_problem(reply: dict[str, Any]) -> bool:
+    refs = {str(m.get("schema", {}).get("$ref", "")) for m in reply.get("content", {}).values()}
+    return bool(refs & {"#/components/schemas/Problem", "#/components/schemas/HTTPValidationError"})
+
+
+# Titles as AppError subclasses give them (app.core.errors), so examples look like the real replies.
+_TITLES = {
+    400: "Bad request",
+    404: "Not found",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    502: "Model provider error",
+    503: "Service unavailable",
+    504: "Model provider timed out",
 }
+_HEADERS = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
+    429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before trying again."}},
+    503: {"Retry-After": {"schema": {"type": "integer"}, "description": "Sent when trying again soon may work."}},
+}
+EXAMPLES: dict[int, str] = {
+    400: "metadata filter key 'a b' is not allowed: use letters, digits, _ . : -",
+    401: "missing API key: send 'Authorization: Bearer <key>'",
+    403: "this key lacks the 'write' scope",
+    404: "collection 'finance' does not exist",
+    409: "the same content already exists in this collection under another access list",
+    413: "the request body is larger than 1048576 bytes (KS_MAX_BODY_MB); send less",
+    415: "send multipart/form-data with a 'file' field, or application/json text; got text/csv",
+    422: "the request is not valid: body.query: Field required",
+    429: "rate limit of 600 requests per minute reached for this key; retry in 12 s",
+    502: "the model provider refused the request: check KS_CHAT_MODEL",
+    503: "OpenSearch did not answer (search on 'knowledge-search-chunks'): ConnectionTimeout",
+    504: "the model provider did not answer in time",
+}
+_DOC_404 = "document 7d0c9a2e5b8f4e51 does not exist"
+_BODY_400 = "There was an error parsing the body"
+_CHUNK_STORE_503 = "OpenSearch did not answer (delete on 'knowledge-search-chunks'): ConnectionTimeout"
+# Besides those: what each operation (by operationId, the route function's name) answers, with an example
+# detail where the generic one would not fit. tests/api/test_openapi.py fails for an operation missing here.
+OPERATION_PROBLEMS: dict[str, dict[int, str | None]] = {
+    "healthz": {},
+    "readyz": {},
+    "upload_document": {
+        400: "the multipart body needs a 'file' field holding the document",
+        404: _DOC_404,
+        409: None,
+        413: "the upload is 73400320 bytes; the limit is 52428800 bytes (KS_MAX_UPLOAD_MB)",
+        415: None,
+        422: "the file is empty: upload a document with some text in it",
+        503: None,
+    },
+    "list_documents": {
+        400: "cursor is not valid: pass the next_cursor value from a previous page",
+        404: None,
+        422: None,
+    },
+    "get_document": {404: _DOC_404},
+    "replace_document": {
+        400: "the multipart body needs a 'file' field holding the document",
+        404: _DOC_404,
+        409: "document 7d0c9a2e5b8f4e51 is still queued: replace it once it is indexed",
+        413: "the upload is 73400320 bytes; the limit is 52428800 bytes (KS_MAX_UPLOAD_MB)",
+        415: None,
+        422: "the file is empty: upload a document with some text in it",
+        503: None,
+    },
+    "update_document": {
+        404: _DOC_404,
+        413: None,
+        422: "the request is not valid: body.acl.0: String should match pattern",
+        503: None,
+    },
+    "delete_document": {404: _DOC_404, 503: _CHUNK_STORE_503},
+    "get_chunks": {404: _DOC_404, 503: None},
+    "get_job": {404: "job 5e1f0b7c2a9d4c33 does not exist"},
+    "list_jobs": {404: None, 422: "the request is not valid: query.status: Input should be 'queued', 'running', ..."},
+    "search": {400: None, 404: None, 413: None, 422: None, 503: None},
+    "chat": {
+        400: "model 'gpt-x' is not allowed here; choose one of: us.anthropic.claude-3-5-haiku-20241022-v1:0",
+        404: "conversation 2b7e4c1d9f0a4e68 does not exist",
+        413: None,
+        422: "the request is not valid: body.message: message must contain some text",
+        502: None,
+        503: None,
+        504: None,
+    },
+    "post_key": {413: None, 422: "the request is not valid: body.scopes.0: Input should be 'read', 'write', ..."},
+    "list_keys": {},
+    "revoke_key": {404: "API key 9a3e6f2d1c0b4a57 does not exist"},
+    "put_collection": {413: None, 422: "the request is not valid: path.name: String should match pattern"},
+    "get_audit": {422: "the request is not valid: query.limit: Input should be less than or equal to 1000"},
+    "start_s3_sync": {
+        413: None,
+        422: "the request is not valid: body.bucket: a bucket name is not an IP address",
+        503: "S3 sources need boto3: install 'knowledge-search[production]' (or pip install boto3)",
+    },
+    "get_s3_sync": {404: "sync job 0f4d8e2b6a1c4b79 does not exist", 503: None},
+}
+
+
+# What any operation that checks the caller's key may answer: no or a bad key, a key without the scope (or
+# X-On-Behalf-Of without 'impersonate'), and the key's rate limit. Routers declare it; document() adds the rest.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {code: response(code) for code in (401, 403, 429)}
 
 
 def _allowed_methods(request: Request) -> list[str]:
