@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import admin, chat, documents, health, jobs, metrics, page, problems, search, sources
+from app.api import admin, chat, docs, documents, health, jobs, mcp, metrics, page, problems, search, sources
 from app.api.schemas import TextDocumentCreate
 from app.container import Container, build_container
 from app.core import observability
@@ -40,7 +40,8 @@ def create_app(
         app.state.metrics.watch_jobs(app.state.container.ingest.active_job_counts)
         app.state.container.start_workers()
         try:
-            yield
+            async with mcp.running(app):
+                yield
         finally:
             app.state.container.observers.detach(app.state.metrics)
             if owned:
@@ -55,12 +56,17 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Swagger UI and ReDoc come from app.api.docs, which serves their assets itself (FastAPI's own pages
+        # load them from a CDN).
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {"name": "documents", "description": "Upload, list and delete documents."},
             {"name": "jobs", "description": "Ingest jobs: status and progress."},
             {"name": "search", "description": "Hybrid keyword + vector search."},
             {"name": "chat", "description": "Grounded answers with citations."},
             {"name": "admin", "description": "API keys, collection settings and the audit trail (admin scope)."},
+            {"name": "sources", "description": "Sync documents from S3."},
             {"name": "health", "description": "Liveness and readiness."},
         ],
     )
@@ -73,13 +79,16 @@ def create_app(
         app.include_router(module.router)
     metrics.install(app)  # /metrics
     page.install(app)  # the page at / and its static files
+    docs.install(app)  # /docs and /redoc
+    mcp.install(app)  # /mcp for AI agents
     logging.getLogger("app").setLevel(settings.log_level)
     _register_schemas(app, TextDocumentCreate)
     return app
 
 
 def _register_schemas(app: FastAPI, *models: type) -> None:
-    """Add request models that routes read by hand (the upload body) to the OpenAPI components."""
+    """Add request models that routes read by hand (the upload body) to the OpenAPI components, and the problem
+    responses each operation gives."""
     build = app.openapi
 
     def openapi() -> dict:  # type: ignore[type-arg]
@@ -90,7 +99,7 @@ def _register_schemas(app: FastAPI, *models: type) -> None:
                 components[model.__name__] = model.model_json_schema(  # type: ignore[attr-defined]
                     ref_template="#/components/schemas/{model}"
                 )
-            app.openapi_schema = schema
+            app.openapi_schema = problems.document(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
