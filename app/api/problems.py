@@ -40,7 +40,7 @@ def install(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
-        return problem_response(request, 422, f"the request is not valid: {summary}", errors=errors)
+        return problem_response(request, 422, f"the request is not valid: {summary}", title=_TITLES[422], errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -48,7 +48,8 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             # Starlette names only the first matching route's methods; list every method the path has.
             headers["Allow"] = ", ".join(_allowed_methods(request))
-        return problem_response(request, exc.status_code, str(exc.detail), headers=headers)
+        title = _TITLES.get(exc.status_code)  # the words AppError uses for the same status
+        return problem_response(request, exc.status_code, str(exc.detail), title=title, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -101,7 +102,8 @@ def _is_problem(reply: dict[str, Any]) -> bool:
     return bool(refs & {"#/components/schemas/Problem", "#/components/schemas/HTTPValidationError"})
 
 
-# Titles as AppError subclasses give them (app.core.errors), so examples look like the real replies.
+# Titles as AppError subclasses give them (app.core.errors); validation and routing errors use them too, so a
+# status reads the same whoever raised it, and the examples look like the real replies.
 _TITLES = {
     400: "Bad request",
     404: "Not found",
