@@ -20,8 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from app.core.config import Settings
 from app.container import build_container
+from app.core.config import Settings
 from app.core.errors import StoreUnavailable
 from app.core.observability import RequestIdFilter, configure_logging, json_formatter
 from app.main import create_app
