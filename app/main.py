@@ -15,10 +15,11 @@ from app.core import observability
 from app.core.config import Settings
 
 DESCRIPTION = """
-Ingest documents, search them (keyword BM25, semantic vectors, or hybrid with reciprocal rank fusion) and
-chat with them: answers cite the passages they rest on, and say so when the documents do not cover a question.
+Ingest documents, search them (keyword BM25, semantic vectors, or hybrid: both, fused) and chat with them:
+answers cite the passages they rest on, and say so when the documents do not cover a question.
 
-Authenticate with `Authorization: Bearer <key>`. Errors are RFC 9457 `application/problem+json`.
+Authenticate with `Authorization: Bearer <key>` (**Authorize** above). Errors are RFC 9457
+`application/problem+json`; each operation lists the ones it answers. AI agents connect over MCP at `/mcp`.
 
 The default local chat model is **extractive**: it answers with sentences quoted from the retrieved passages,
 each cited as [n]; it does not compose new text.

@@ -3,7 +3,7 @@
 The service runs with KS_ROOT_PATH=/kb behind a small gateway that serves it under /kb/ and strips the prefix (as
 nginx's `location /kb/ { proxy_pass ...; }`), so relative URLs and streamed replies are exercised through a
 proxy. Every request the page makes to anywhere but the gateway is refused and recorded (``offline_page``), so a
-page that needs the internet fails. Screenshots go to test-artifacts/ui/; with KS_UPDATE_SCREENSHOTS=1 the ones
+page that needs the internet fails. Screenshots go to test-artifacts/ui/; with UPDATE_DOC_SCREENSHOTS=1 the ones
 docs/ shows are refreshed too.
 """
 
@@ -164,9 +164,9 @@ def _is_error(message: Any) -> bool:
 
 
 def screenshot(page: Any, name: str, *, docs: str | None = None) -> None:
-    """Into test-artifacts/ui/; also into docs/img/ (as ``docs``) when KS_UPDATE_SCREENSHOTS=1."""
+    """Into test-artifacts/ui/; also into docs/img/ (as ``docs``) when UPDATE_DOC_SCREENSHOTS=1."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / name), full_page=True)
-    if docs and os.environ.get("KS_UPDATE_SCREENSHOTS") == "1":
+    if docs and os.environ.get("UPDATE_DOC_SCREENSHOTS") == "1":
         DOC_SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(DOC_SHOTS / docs))  # the first screen, as a reader first sees it

@@ -2,7 +2,7 @@
 
 Behind the /kb gateway (KS_ROOT_PATH=/kb): every operation of the schema renders, Authorize takes an API key, and
 "Try it out" on search sends it and shows the results; ReDoc renders the same schema. Screenshots go to
-test-artifacts/ui/ (docs/img/swagger.png with KS_UPDATE_SCREENSHOTS=1).
+test-artifacts/ui/ (docs/img/swagger.png with UPDATE_DOC_SCREENSHOTS=1).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Uploads a Markdown file and watches its job finish, searches and sees the match 
 watches the streamed answer arrive and opens a cited passage. The service runs with KS_ROOT_PATH=/kb behind a
 small gateway that serves it under /kb/ and strips the prefix (as nginx's `location /kb/ { proxy_pass ...; }`),
 so the page's relative URLs and the streamed answer are exercised through a proxy; nothing outside the service
-may be fetched. Screenshots go to test-artifacts/ui/ (and docs/img/page.png with KS_UPDATE_SCREENSHOTS=1).
+may be fetched. Screenshots go to test-artifacts/ui/ (and docs/img/page.png with UPDATE_DOC_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
