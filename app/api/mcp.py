@@ -9,8 +9,9 @@ store query and the audit trail are the REST API's own: an agent never sees what
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -52,6 +53,7 @@ order; `list_documents` shows what is there; `ask` answers a question from the d
 or says they do not cover it. You only ever see documents your key may read. Cite document titles and ids."""
 _READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 _T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 Collection = Annotated[
     str | None, Field(description="Only this collection; default: every collection the key may read.")
@@ -75,7 +77,12 @@ def build_server() -> MCPServer:
     # MCPServer calls logging.basicConfig; logging belongs to the service (app.core.observability).
     root.handlers[:], root.level = handlers, level
 
-    @server.tool(annotations=_READ_ONLY)
+    def tool(fn: _F) -> _F:
+        # the docstring, without its indentation, is what the agent's model reads about the tool
+        server.add_tool(fn, description=inspect.cleandoc(fn.__doc__ or ""), annotations=_READ_ONLY)
+        return fn
+
+    @tool
     async def search(
         ctx: Context,
         query: Annotated[str, Field(description="What to look for, in words (English or Japanese).")],
@@ -93,7 +100,7 @@ def build_server() -> MCPServer:
         body = _model(SearchRequest, query=query, collection=collection, filters=filters or {}, top_k=top_k, mode=mode)
         return await _run(search_routes.search(body, container, caller))
 
-    @server.tool(annotations=_READ_ONLY)
+    @tool
     async def read_document(
         ctx: Context, document_id: Annotated[str, Field(description="A document id from search or list_documents.")]
     ) -> DocumentChunks:
@@ -103,7 +110,7 @@ def build_server() -> MCPServer:
         chunks = await _run(run_in_threadpool(document_routes.get_chunks, document_id, container, caller))
         return DocumentChunks(document=document, chunks=chunks.items)
 
-    @server.tool(annotations=_READ_ONLY)
+    @tool
     async def list_documents(
         ctx: Context,
         collection: Collection = None,
@@ -118,7 +125,7 @@ def build_server() -> MCPServer:
             run_in_threadpool(document_routes.list_documents, container, caller, collection, limit, cursor)
         )
 
-    @server.tool(annotations=_READ_ONLY)
+    @tool
     async def ask(
         ctx: Context,
         question: Annotated[str, Field(description="A question to answer from the documents.")],
@@ -146,7 +153,8 @@ class _CollectionName(BaseModel):
 def _edge(ctx: Context) -> tuple[Container, Caller, Request]:
     """The container and the caller that get_caller authenticated for this HTTP request (see ``endpoint``)."""
     request = ctx.request_context.request
-    assert isinstance(request, Request), "the MCP tools are served over HTTP only"
+    if not isinstance(request, Request):  # only the HTTP endpoint below serves these tools
+        raise ToolError("this server answers over HTTP only")
     return request.app.state.container, request.state.caller, request
 
 
@@ -182,7 +190,9 @@ class _ToMCP(Response):
         await self._sessions.handle_request(scope, receive, send)
 
 
-@router.api_route(PATH, methods=["GET", "POST", "DELETE"])
+# POST only: stateless, the server has nothing to push on a GET stream (which would stay open for nothing) and no
+# session for a DELETE to end; both get 405, as the transport's specification allows.
+@router.post(PATH)
 async def endpoint(request: Request, caller: CallerDep) -> Response:
     """MCP over streamable HTTP, for the caller get_caller authenticated (its key, its principals)."""
     request.state.caller = caller  # the tools find it on the request the transport hands them

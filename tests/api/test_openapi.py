@@ -154,3 +154,10 @@ def test_swagger_bundle_is_the_packaged_version(service: TestClient) -> None:
     bundle = service.get("/docs/assets/swagger-ui-bundle.js")
     assert bundle.headers["content-type"].startswith(("text/javascript", "application/javascript"))
     assert re.search(r'PACKAGE_VERSION:"5\.\d+\.\d+"', bundle.text), "Swagger UI 5 expected"
+
+
+def test_wrong_method_names_every_method_of_the_path(service: TestClient) -> None:
+    reply = service.put("/v1/keys")
+    assert reply.status_code == 405 and reply.headers["content-type"] == PROBLEM
+    assert reply.headers["allow"] == "GET, POST"
+    assert service.delete("/v1/search").headers["allow"] == "POST"

@@ -294,3 +294,12 @@ def test_rest_and_mcp_share_the_key_rate_limit(tmp_path: Path) -> None:
         assert int(reply.headers["retry-after"]) >= 1
     finally:
         server.stop()
+
+
+def test_get_and_delete_are_refused_not_held_open(service: Service) -> None:
+    # stateless: no stream for a GET to hold open, no session for a DELETE to end
+    auth = {"Authorization": f"Bearer {service.keys['reader'][0]}", "Accept": "text/event-stream"}
+    for method in ("GET", "DELETE"):
+        reply = httpx.request(method, service.mcp, headers=auth, timeout=10)
+        assert reply.status_code == 405 and reply.headers["allow"] == "POST", method
+        assert reply.headers["content-type"] == PROBLEM
