@@ -67,6 +67,7 @@ Filters = Annotated[
 class DocumentChunks(BaseModel):
     document: DocumentRead
     chunks: list[ChunkRead] = Field(description="The document's chunks in order, each with where it came from.")
+    next_first: int | None = Field(description="Pass as `first` to read on; null when this is the end.")
 
 
 def build_server() -> MCPServer:
@@ -102,13 +103,20 @@ def build_server() -> MCPServer:
 
     @tool
     async def read_document(
-        ctx: Context, document_id: Annotated[str, Field(description="A document id from search or list_documents.")]
+        ctx: Context,
+        document_id: Annotated[str, Field(description="A document id from search or list_documents.")],
+        first: Annotated[int, Field(ge=0, description="Ordinal of the first chunk to return.")] = 0,
+        limit: Annotated[int, Field(ge=1, le=200, description="How many chunks to return.")] = 50,
     ) -> DocumentChunks:
-        """Read a whole document: its title, collection and metadata, and all its chunks in order."""
+        """Read a document: its title, collection and metadata, and its chunks in order, `limit` at a time (a
+        long document would not fit in a model's context at once)."""
         container, caller, _ = _edge(ctx)
         document = await _run(run_in_threadpool(document_routes.get_document, document_id, container, caller))
-        chunks = await _run(run_in_threadpool(document_routes.get_chunks, document_id, container, caller))
-        return DocumentChunks(document=document, chunks=chunks.items)
+        chunks = (await _run(run_in_threadpool(document_routes.get_chunks, document_id, container, caller))).items
+        end = first + limit
+        return DocumentChunks(
+            document=document, chunks=chunks[first:end], next_first=end if end < len(chunks) else None
+        )
 
     @tool
     async def list_documents(

@@ -30,6 +30,15 @@ from tests.integration.test_process import Server
 pytestmark = pytest.mark.process
 ADMIN = "mcp-test-admin-key"
 TOOLS = {"search", "read_document", "list_documents", "ask"}
+# three sections of about 500 characters: three chunks at the default chunk size
+VISITOR_GUIDE = "\n\n".join(
+    f"# {title}\n\n" + (f"{line} " * 12).strip()
+    for title, line in [
+        ("Arrival", "Visitors sign in at the front desk of the north building."),
+        ("Badges", "Every visitor wears a red badge that the host returns at the end of the day."),
+        ("Wi-Fi", "The guest network is called KS-Guest and needs no password on weekdays."),
+    ]
+)
 _T = TypeVar("_T")
 
 
@@ -84,6 +93,7 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
                     acl=["group:hr"],
                 ),
                 "expenses": upload("Expenses", "Expense claims are filed within 30 days of the trip.", "finance"),
+                "guide": upload("Visitor guide", VISITOR_GUIDE, "handbook"),
             }
             keys = {
                 "reader": key("agent", scopes=["read"], principals=["user:alice"], collections=["handbook"]),
@@ -170,7 +180,26 @@ def test_read_document_and_list_documents(service: Service) -> None:
     doc, listed = run(go)
     assert doc["document"]["title"] == "Parking" and doc["document"]["collection"] == "handbook"
     assert "level B2" in doc["chunks"][0]["text"] and doc["chunks"][0]["ordinal"] == 0
-    assert [d["id"] for d in listed["items"]] == [service.docs["parking"]]  # not the HR document, not finance
+    assert doc["next_first"] is None
+    # newest first; not the HR document, not finance
+    assert [d["id"] for d in listed["items"]] == [service.docs["guide"], service.docs["parking"]]
+
+
+def test_read_document_a_part_at_a_time(service: Service) -> None:
+    async def go() -> list[Any]:
+        parts, first = [], 0
+        async with agent(service.mcp, service.keys["reader"][0]) as client:
+            while first is not None:
+                part = await call(client, "read_document", document_id=service.docs["guide"], first=first, limit=1)
+                parts.append(part)
+                first = part["next_first"]
+        return parts
+
+    parts = run(go)
+    assert len(parts) >= 3 and all(len(p["chunks"]) == 1 for p in parts)
+    assert [p["chunks"][0]["ordinal"] for p in parts] == list(range(len(parts)))
+    whole = "\n".join(p["chunks"][0]["text"] for p in parts)
+    assert whole.index("front desk") < whole.index("red badge") < whole.index("KS-Guest")
 
 
 def test_ask_answers_with_citations(service: Service) -> None:
