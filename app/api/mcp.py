@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
@@ -30,7 +30,7 @@ from app.access.caller import Caller
 from app.api import chat as chat_routes
 from app.api import documents as document_routes
 from app.api import search as search_routes
-from app.api.deps import CallerDep
+from app.api.deps import CallerDep, read_session
 from app.api.schemas import (
     COLLECTION_PATTERN,
     ChatRequest,
@@ -38,10 +38,10 @@ from app.api.schemas import (
     ChunkRead,
     DocumentPage,
     DocumentRead,
-    FilterValue,
     SearchRequest,
     SearchResponse,
 )
+from app.api.schemas import Filters as RestFilters
 from app.container import Container
 from app.core.errors import AppError
 
@@ -59,7 +59,7 @@ Collection = Annotated[
     str | None, Field(description="Only this collection; default: every collection the key may read.")
 ]
 Filters = Annotated[
-    dict[str, FilterValue] | None,
+    RestFilters | None,
     Field(description='Metadata filters: {"dept": "hr"} matches equal values, {"year": {"in": [2025, 2026]}} any.'),
 ]
 
@@ -99,7 +99,7 @@ def build_server() -> MCPServer:
         source each one is (page, heading path, character offsets)."""
         container, caller, _ = _edge(ctx)
         body = _model(SearchRequest, query=query, collection=collection, filters=filters or {}, top_k=top_k, mode=mode)
-        return await _run(search_routes.search(body, container, caller))
+        return await _run(run_in_threadpool(search_routes.search, body, container, caller))
 
     @tool
     async def read_document(
@@ -111,8 +111,7 @@ def build_server() -> MCPServer:
         """Read a document: its title, collection and metadata, and its chunks in order, `limit` at a time (a
         long document would not fit in a model's context at once)."""
         container, caller, _ = _edge(ctx)
-        document = await _run(run_in_threadpool(document_routes.get_document, document_id, container, caller))
-        chunks = (await _run(run_in_threadpool(document_routes.get_chunks, document_id, container, caller))).items
+        document, chunks = await _run(run_in_threadpool(_document_and_chunks, container, caller, document_id))
         end = first + limit
         return DocumentChunks(
             document=document, chunks=chunks[first:end], next_first=end if end < len(chunks) else None
@@ -129,9 +128,7 @@ def build_server() -> MCPServer:
         container, caller, _ = _edge(ctx)
         if collection is not None:
             _model(_CollectionName, collection=collection)
-        return await _run(
-            run_in_threadpool(document_routes.list_documents, container, caller, collection, limit, cursor)
-        )
+        return await _run(run_in_threadpool(_documents, container, caller, collection, limit, cursor))
 
     @tool
     async def ask(
@@ -149,9 +146,30 @@ def build_server() -> MCPServer:
         body = _model(
             ChatRequest, message=question, collection=collection, filters=filters or {}, conversation_id=conversation_id
         )
-        return await _run(chat_routes.chat(body, container, caller, request))  # type: ignore[no-any-return]
+        answer = await _run(chat_routes.chat(body, container, caller, request))
+        assert isinstance(answer, ChatResponse)  # stream=False: a whole answer, never an event stream
+        return answer
 
     return server
+
+
+# The REST routes read through one session per request (deps.read_session); the tools open it the same way.
+_read_session = contextmanager(read_session)
+
+
+def _document_and_chunks(
+    container: Container, caller: Caller, document_id: str
+) -> tuple[DocumentRead, list[ChunkRead]]:
+    with _read_session(container) as session:
+        document = document_routes.get_document(document_id, session, container, caller)
+        return document, document_routes.get_chunks(document_id, session, container, caller).items
+
+
+def _documents(
+    container: Container, caller: Caller, collection: str | None, limit: int, cursor: str | None
+) -> DocumentPage:
+    with _read_session(container) as session:
+        return document_routes.list_documents(session, container, caller, collection, limit, cursor)
 
 
 class _CollectionName(BaseModel):

@@ -7,6 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -29,9 +30,42 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = Field(None, description="Field errors, for validation problems.")
 
 
+# The audit action of each operation that changes or reveals something; a refusal of any other /v1 operation is
+# recorded as "access".
+AUDITED_ACTIONS = {
+    "upload_document": "ingest",
+    "replace_document": "update",
+    "update_document": "update",
+    "delete_document": "delete",
+    "search": "search",
+    "chat": "chat",
+    "post_key": "key.create",
+    "revoke_key": "key.revoke",
+    "put_collection": "collection.update",
+    "register_source": "source.create",
+    "remove_source": "source.delete",
+    "start_sync": "sync",
+}
+# Refused before the operation could record itself: who is calling (401), what it may do (403), what it sent (422).
+_REFUSALS = {401, 403, 422}
+
+
+async def _audit_refusal(request: Request, status: int, title: str) -> None:
+    """Record a refused request that its route did not record (it never ran, or failed before its audit)."""
+    route = request.scope.get("route")
+    name = getattr(route, "name", None)
+    if status not in _REFUSALS or not request.url.path.startswith(("/v1/", "/mcp")):
+        return
+    container = getattr(request.app.state, "container", None)
+    if container is None:
+        return
+    await run_in_threadpool(container.audit.refusal, AUDITED_ACTIONS.get(name or "", "access"), status, title)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        await _audit_refusal(request, exc.status, exc.title)
         return problem_response(request, exc.status, exc.detail, title=exc.title, headers=exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
@@ -40,6 +74,7 @@ def install(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+        await _audit_refusal(request, 422, _TITLES[422])
         return problem_response(request, 422, f"the request is not valid: {summary}", title=_TITLES[422], errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
@@ -125,7 +160,7 @@ EXAMPLES: dict[int, str] = {
     401: "missing API key: send 'Authorization: Bearer <key>'",
     403: "this key lacks the 'write' scope",
     404: "collection 'finance' does not exist",
-    409: "the same content already exists in this collection under another access list",
+    409: "a source named 'handbook' exists already: remove it first, or choose another name",
     413: "the request body is larger than 1048576 bytes (KS_MAX_BODY_MB); send less",
     415: "send multipart/form-data with a 'file' field, or application/json text; got text/csv",
     422: "the request is not valid: body.query: Field required",
@@ -145,7 +180,7 @@ OPERATION_PROBLEMS: dict[str, dict[int, str | None]] = {
     "upload_document": {
         400: "the multipart body needs a 'file' field holding the document",
         404: _DOC_404,
-        409: None,
+        409: "document 7d0c9a2e5b8f4e51 is changing: replace it once it is indexed",
         413: "the upload is 73400320 bytes; the limit is 52428800 bytes (KS_MAX_UPLOAD_MB)",
         415: None,
         422: "the file is empty: upload a document with some text in it",
@@ -160,7 +195,7 @@ OPERATION_PROBLEMS: dict[str, dict[int, str | None]] = {
     "replace_document": {
         400: "the multipart body needs a 'file' field holding the document",
         404: _DOC_404,
-        409: "document 7d0c9a2e5b8f4e51 is still queued: replace it once it is indexed",
+        409: "document 7d0c9a2e5b8f4e51 is changing: replace it once it is indexed",
         413: "the upload is 73400320 bytes; the limit is 52428800 bytes (KS_MAX_UPLOAD_MB)",
         415: None,
         422: "the file is empty: upload a document with some text in it",
@@ -191,12 +226,18 @@ OPERATION_PROBLEMS: dict[str, dict[int, str | None]] = {
     "revoke_key": {404: "API key 9a3e6f2d1c0b4a57 does not exist"},
     "put_collection": {413: None, 422: "the request is not valid: path.name: String should match pattern"},
     "get_audit": {422: "the request is not valid: query.limit: Input should be less than or equal to 1000"},
-    "start_s3_sync": {
-        413: None,
-        422: "the request is not valid: body.bucket: a bucket name is not an IP address",
+    "register_source": {
+        400: "source names follow the collection rule: letters, digits, '_', '.', '-'",
+        409: "a source named 'handbook' exists already: remove it first, or choose another name",
+    },
+    "list_sources": {},
+    "get_source": {404: "source 'handbook' does not exist"},
+    "remove_source": {404: "source 'handbook' does not exist", 422: None, 503: _CHUNK_STORE_503},
+    "start_sync": {
+        404: "source 'handbook' does not exist",
         503: "S3 sources need boto3: install 'knowledge-search[production]' (or pip install boto3)",
     },
-    "get_s3_sync": {404: "sync job 0f4d8e2b6a1c4b79 does not exist", 503: None},
+    "get_sync": {404: "sync 0f4d8e2b6a1c4b79 of source 'handbook' does not exist", 503: None},
 }
 
 

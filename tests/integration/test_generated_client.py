@@ -191,8 +191,9 @@ def test_generated_client_calls_every_endpoint_group(generated: ModuleType, serv
             == doc.id
         )
 
-        # no S3 here: the typed 404 of an unknown sync job, parsed into the Problem model
-        missing = op("sources", "get_s3_sync").sync_detailed(client=client, sync_id="no-such-sync")
+        # no S3 here: the (empty) list of registered sources, and the typed 404 of an unknown one
+        assert op("sources", "list_sources").sync(client=client).items == []
+        missing = op("sources", "get_source").sync_detailed(client=client, name="no-such-source")
         assert missing.status_code == 404 and missing.parsed.title == "Not found"
 
         assert op("documents", "delete_document").sync_detailed(client=client, document_id=doc.id).status_code == 204

@@ -11,7 +11,15 @@ from app.ingest.parsers import docx, html, markdown, pdf, text
 from app.ingest.parsers.base import Block, ParsedDocument
 from app.ingest.payload import Payload
 
-__all__ = ["SUPPORTED_TYPES", "Block", "ParsedDocument", "detect_content_type", "parse", "parse_parts"]
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "SUPPORTED_TYPES",
+    "Block",
+    "ParsedDocument",
+    "detect_content_type",
+    "parse",
+    "parse_parts",
+]
 
 TEXT, MARKDOWN, HTML = text.CONTENT_TYPE, markdown.CONTENT_TYPE, html.CONTENT_TYPE
 PDF, DOCX = pdf.CONTENT_TYPE, docx.CONTENT_TYPE
@@ -29,6 +37,7 @@ _EXTENSIONS = {
     ".txt": TEXT, ".text": TEXT, ".md": MARKDOWN, ".markdown": MARKDOWN,
     ".html": HTML, ".htm": HTML, ".pdf": PDF, ".docx": DOCX,
 }  # fmt: skip
+SUPPORTED_SUFFIXES = frozenset(_EXTENSIONS)  # what folder ingest and sources pick up; other files are skipped
 _ALIASES = {"text/x-markdown": MARKDOWN, "application/xhtml+xml": HTML, "application/x-pdf": PDF}
 _NAMES = {TEXT: "text", MARKDOWN: "Markdown", HTML: "HTML", PDF: "PDF", DOCX: "Word .docx"}
 # Formats we recognise by their first bytes only to refuse them with a clear message.
