@@ -84,6 +84,11 @@ def model(package: ModuleType, suffix: str) -> Any:
     return getattr(models, found[0])
 
 
+def _named(package: ModuleType, name: str) -> Any:
+    """A generated model by its exact name (suffixes would also find e.g. `KeyCreateScopesItem`)."""
+    return getattr(importlib.import_module(f"{package.__name__}.models"), name)
+
+
 def test_generated_client_uploads_searches_and_chats(generated: ModuleType, server: Server) -> None:
     client = generated.AuthenticatedClient(base_url=server.url, token=KEY, raise_on_unexpected_status=True)
     with client:
@@ -162,7 +167,7 @@ def test_generated_client_calls_every_endpoint_group(generated: ModuleType, serv
 
         created = op("admin", "post_key").sync(
             client=client,
-            body=model(generated, "KeyCreate")(name="typed", scopes=[model(generated, "KeyCreateScopesItem")("read")]),
+            body=model(generated, "KeyCreate")(name="typed", scopes=[_named(generated, "Scope")("read")]),
         )
         assert created.key.startswith("ks_") and created.scopes == ["read"]
         assert created.id in {k.id for k in op("admin", "list_keys").sync(client=client).items}
