@@ -22,6 +22,7 @@ from app.ingest.sources import SourceRegistry, SyncService, build_s3_sync
 from app.ingest.worker import JobWorker
 from app.providers.base import ChatModel, Embedder, ObservedEmbedder
 from app.providers.factory import build_chat_model, build_embedder, build_reranker
+from app.search.second_stage import SentenceRescorer
 from app.search.service import SearchService
 from app.stores.sql import migrate
 from app.stores.sql.session import build_engine, build_session_factory
@@ -109,6 +110,7 @@ def build_container(
     store = build_chunk_store(settings)
     store.ensure_ready(IndexInfo(embedding_model=embedder.model_id, dimension=embedder.dimension))
     chat_model = build_chat_model(settings, analyzer)
+    rescorer = SentenceRescorer(analyzer, depth=settings.second_stage_depth, weight=settings.second_stage_weight)
     search = SearchService(
         store,
         embedder,
@@ -119,6 +121,7 @@ def build_container(
         candidate_multiplier=settings.candidate_multiplier,
         min_candidates=settings.min_candidates,
         reranker=build_reranker(settings),
+        second_stage=rescorer if settings.second_stage == "sentences" else None,
         observers=observers,
     )
     ingest = IngestService(
@@ -141,6 +144,8 @@ def build_container(
         search,
         chat_model,
         top_k=settings.chat_top_k,
+        candidates=settings.chat_candidates,
+        second_stage=rescorer,
         min_similarity=_min_similarity(settings),
         allowed_models=settings.chat_allowed_models,
     )

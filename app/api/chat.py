@@ -28,7 +28,7 @@ router = APIRouter(prefix="/v1", tags=["chat"], responses=PROBLEM_RESPONSES)
         200: {
             "content": {
                 "text/event-stream": {
-                    # one Server-Sent Event, as clients (and schemathesis) parse the stream: its name and JSON data
+                    # one event of the stream: citations first, then deltas, then done (or error, a problem)
                     "schema": {
                         "type": "object",
                         "required": ["event", "data"],

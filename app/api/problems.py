@@ -241,6 +241,11 @@ OPERATION_PROBLEMS: dict[str, dict[int, str | None]] = {
 }
 
 
+def problem(code: int, description: str | None = None) -> dict[str, Any]:
+    """The OpenAPI entry of a problem+json answer, for a route's own `responses=` (document() adds the example)."""
+    return response(code) | ({"description": description} if description else {})
+
+
 # What any operation that checks the caller's key may answer: no or a bad key, a key without the scope (or
 # X-On-Behalf-Of without 'impersonate'), and the key's rate limit. Routers declare it; document() adds the rest.
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {code: response(code) for code in (401, 403, 429)}

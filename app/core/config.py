@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     # zscore at 0.5 won on both eval sets (docs/benchmarks.md, "Retrieval quality").
     fusion: Literal["rrf", "minmax", "zscore"] = "zscore"
     fusion_weight_vector: float = Field(0.5, ge=0.0, le=1.0)
+    # BM25 weight of a chunk's context field (document title and heading path) against its text field.
+    keyword_context_weight: float = Field(1.0, ge=0.0, le=20.0)
+    # The second stage (app.search.second_stage): re-score the first candidates by their best sentence.
+    # Chat always applies it; hybrid search when "sentences".
+    second_stage: Literal["none", "sentences"] = "none"
+    second_stage_depth: int = Field(12, ge=1, le=200)
+    second_stage_weight: float = Field(0.5, ge=0.0, le=1.0)
 
     # Chat
     chat_top_k: int = Field(5, ge=1, le=50)
@@ -80,6 +87,11 @@ class Settings(BaseSettings):
     # when the sources do not cover a question. Set it after measuring your embedder.
     chat_min_similarity: float | None = Field(None, ge=-1.0, le=1.0)
     chat_max_sentences: int = Field(3, ge=1, le=20)
+    # Extractive answerer: a sentence supports the question when it holds this share of the question's
+    # IDF-weighted words (app.text.evidence); below it everywhere, the answer is "not covered".
+    chat_min_coverage: float = Field(0.2, ge=0.0, le=1.0)
+    # Chunks chat retrieves and re-scores by their best sentence before it picks its sources.
+    chat_candidates: int = Field(12, ge=1, le=100)
 
     # --- model providers (Bedrock, OpenAI-compatible) ---
     # AWS region for Bedrock; None uses boto3's chain (AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config).

@@ -33,6 +33,7 @@ from app.core.errors import (
 from app.core.events import Observers
 from app.core.metadata import check_metadata
 from app.core.patterns import COLLECTION_RULE, PRINCIPAL_RULE, is_collection, is_principal
+from app.core.sentinel import UNSET, Unset
 from app.core.states import DocumentStatus, JobKind, JobStatus, Scope
 from app.ingest.blobs import BlobStore
 from app.ingest.consistency import Inconsistencies, inspect, recover
@@ -44,7 +45,7 @@ from app.ingest.writer import DocumentWriter
 from app.providers.base import Embedder
 from app.stores.sql.models import ORIGIN_API, Document, Job, dedup_key
 from app.stores.sql.repositories import CollectionRepository, DocumentRepository, JobRepository
-from app.stores.vector.base import UNSET, ChunkStore, Unset
+from app.stores.vector.base import ChunkStore
 from app.text.analysis import Analyzer
 
 log = logging.getLogger(__name__)

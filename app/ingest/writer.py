@@ -18,13 +18,14 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.errors import AppError, Conflict, NotFound
+from app.core.sentinel import UNSET, Unset
 from app.core.states import DocumentStatus, JobKind, JobStatus
 from app.ingest.blobs import BlobStore
 from app.ingest.pipeline import ChunkPipeline, StageProgress, Target
 from app.ingest.upload import Upload
 from app.stores.sql.models import Document, Job, utcnow
 from app.stores.sql.repositories import CollectionRepository, DocumentRepository, JobRepository
-from app.stores.vector.base import UNSET, ChunkStore, Unset
+from app.stores.vector.base import ChunkStore
 
 
 class DocumentWriter:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.api.schemas.common import COLLECTION_PATTERN, Metadata, Principal, aware
+from app.api.schemas.common import COLLECTION_PATTERN, SOME_TEXT_PATTERN, Metadata, Principal, aware
 
 
 class JobRead(BaseModel):
@@ -94,7 +94,7 @@ class TextDocumentCreate(BaseModel):
     text: str = Field(
         ...,
         min_length=1,
-        pattern=r"[^\s\x00-\x1f]",  # some character that is neither a space nor a control character
+        pattern=SOME_TEXT_PATTERN,
         description="The document's text (plain text or Markdown).",
     )
     format: Literal["text", "markdown"] = "text"

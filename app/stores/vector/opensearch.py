@@ -37,7 +37,8 @@ _BULK_DOCS = 500
 _BULK_BYTES = 5 * 1024 * 1024
 _PAGE = 1000
 _MAX_WINDOW = 10_000  # index.max_result_window and the k-NN plugin's largest k
-_HIDDEN = ["vector", "tokens", "metadata_terms", "acl_public"]
+_MIN_K = 50  # the fewest candidates a vector search asks HNSW for (hybrid search asks 50 anyway)
+_HIDDEN = ["vector", "tokens", "context", "metadata_terms", "acl_public"]
 # Lucene rejects terms above 32766 bytes; longer metadata values are kept but not filterable.
 _TERM_MAX_CHARS = 4096
 
@@ -64,6 +65,8 @@ def index_body(info: IndexInfo, *, shards: int = 1, replicas: int = 0) -> dict[s
                 "text": {"type": "text", "index": False},
                 # Already analyzed in Python (app.text.analysis): split on spaces only, score with BM25.
                 "tokens": {"type": "text", "analyzer": "whitespace"},
+                # the analyzed title and heading path (app.text.context), weighted at query time
+                "context": {"type": "text", "analyzer": "whitespace"},
                 "source": {"type": "object", "enabled": False},
                 "metadata": {"type": "object", "enabled": False},
                 "metadata_terms": {"type": "keyword", "ignore_above": _TERM_MAX_CHARS},
@@ -88,9 +91,12 @@ def index_body(info: IndexInfo, *, shards: int = 1, replicas: int = 0) -> dict[s
 
 
 class OpenSearchChunkStore:
-    def __init__(self, client: OpenSearch, alias: str, *, shards: int = 1, replicas: int = 0) -> None:
+    def __init__(
+        self, client: OpenSearch, alias: str, *, shards: int = 1, replicas: int = 0, context_weight: float = 1.0
+    ) -> None:
         self._client = client
         self._alias = alias
+        self._context_weight = float(context_weight)
         self._shards = shards
         self._replicas = replicas
 
@@ -111,7 +117,11 @@ class OpenSearchChunkStore:
             retry_on_timeout=True,
         )
         return cls(
-            client, settings.opensearch_index, shards=settings.opensearch_shards, replicas=settings.opensearch_replicas
+            client,
+            settings.opensearch_index,
+            shards=settings.opensearch_shards,
+            replicas=settings.opensearch_replicas,
+            context_weight=settings.keyword_context_weight,
         )
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -129,8 +139,17 @@ class OpenSearchChunkStore:
                     # Another process won the race, or a half-finished re-index left it: point the alias at it.
                     self._client.indices.put_alias(index=concrete, name=self._alias)
             mappings = self._client.indices.get_mapping(index=self._alias)
-            # indices made before staged updates existed get the field (adding a field is allowed in place)
-            self._client.indices.put_mapping(index=self._alias, body={"properties": {"live": {"type": "boolean"}}})
+            # indices made before staged updates, or chunk context, existed get the fields (adding a field is
+            # allowed in place; `knowledge-search reindex` fills the context of older chunks)
+            self._client.indices.put_mapping(
+                index=self._alias,
+                body={
+                    "properties": {
+                        "live": {"type": "boolean"},
+                        "context": {"type": "text", "analyzer": "whitespace"},
+                    }
+                },
+            )
         for name, body in mappings.items():
             meta = body.get("mappings", {}).get("_meta") or {}
             model, dim = meta.get("embedding_model"), meta.get("dimension")
@@ -176,7 +195,9 @@ class OpenSearchChunkStore:
                 name = f"{name}-r{time.strftime('%Y%m%d%H%M%S')}"
             body = index_body(info, shards=self._shards, replicas=self._replicas)
             self._client.indices.create(index=name, body=body)
-        return OpenSearchChunkStore(self._client, name, shards=self._shards, replicas=self._replicas)
+        return OpenSearchChunkStore(
+            self._client, name, shards=self._shards, replicas=self._replicas, context_weight=self._context_weight
+        )
 
     def move_alias(self, target: OpenSearchChunkStore, *, delete_old: bool) -> list[str]:
         """Point the alias at ``target``'s index in one atomic ``_aliases`` call; returns the indices it left."""
@@ -382,7 +403,18 @@ class OpenSearchChunkStore:
             "query": {
                 "bool": {
                     # `must`, not `should`: beside a filter a lone `should` becomes optional and matches everything.
-                    "must": [{"match": {"tokens": {"query": query, "operator": "or"}}}],
+                    # most_fields adds the two fields' BM25 scores, context weighted: what the embedded store's
+                    # bm25(chunks_fts, 1.0, weight) does
+                    "must": [
+                        {
+                            "multi_match": {
+                                "query": query,
+                                "fields": ["tokens", f"context^{self._context_weight:g}"],
+                                "type": "most_fields",
+                                "operator": "or",
+                            }
+                        }
+                    ],
                     "filter": _filter_clauses(flt),
                 }
             },
@@ -394,7 +426,10 @@ class OpenSearchChunkStore:
     def vector_search(self, vector: np.ndarray, flt: ChunkFilter, limit: int) -> list[Hit]:
         if limit <= 0:
             return []
-        k = min(limit, _MAX_WINDOW)
+        # HNSW explores about k nodes: asked for 1 or 5 it misses near ties that an exact search ranks first
+        # (recall@10 0.89 with k 10 against 0.98 with k 50, docs/benchmarks.md), so it is asked for at least
+        # _MIN_K and the best `limit` are kept.
+        k = min(max(limit, _MIN_K), _MAX_WINDOW)
         knn: dict[str, Any] = {"vector": np.asarray(vector, dtype=np.float32).ravel().tolist(), "k": k}
         clauses = _filter_clauses(flt)
         if clauses:
@@ -409,7 +444,7 @@ class OpenSearchChunkStore:
         with self._translate("vector_search"):
             hits = self._client.search(index=self._alias, body=body)["hits"]["hits"]
         # Lucene scores cosine as (1 + cos) / 2; callers threshold on the cosine itself.
-        return [Hit(_record(h["_source"]), 2.0 * float(h["_score"]) - 1.0) for h in hits]
+        return [Hit(_record(h["_source"]), 2.0 * float(h["_score"]) - 1.0) for h in hits[:limit]]
 
     # --- helpers ---------------------------------------------------------------------------------
     @contextmanager
@@ -432,6 +467,7 @@ def _document(c: ChunkRecord) -> dict[str, Any]:
         "title": c.title,
         "text": c.text,
         "tokens": c.tokens,
+        "context": c.context,
         "source": c.source.as_dict(),
         "metadata": c.metadata,
         "metadata_terms": _metadata_terms(c.metadata),
