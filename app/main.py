@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from app.api import admin, chat, documents, health, jobs, metrics, page, problems, search, sources
+from app.api import admin, chat, docs, documents, health, jobs, mcp, metrics, page, problems, search, sources
 from app.api.deps import require_schema
 from app.api.schemas import TextDocumentCreate
 from app.container import Container, build_container
@@ -17,10 +17,11 @@ from app.core import observability
 from app.core.config import Settings
 
 DESCRIPTION = """
-Ingest documents, search them (keyword BM25, semantic vectors, or hybrid with reciprocal rank fusion) and
-chat with them: answers cite the passages they rest on, and say so when the documents do not cover a question.
+Ingest documents, search them (keyword BM25, semantic vectors, or hybrid: both, fused) and chat with them:
+answers cite the passages they rest on, and say so when the documents do not cover a question.
 
-Authenticate with `Authorization: Bearer <key>`. Errors are RFC 9457 `application/problem+json`.
+Authenticate with `Authorization: Bearer <key>` (**Authorize** above). Errors are RFC 9457
+`application/problem+json`; each operation lists the ones it answers. AI agents connect over MCP at `/mcp`.
 
 The default local chat model is **extractive**: it answers with sentences quoted from the retrieved passages,
 each cited as [n]; it does not compose new text.
@@ -42,7 +43,8 @@ def create_app(
         app.state.metrics.watch_jobs(app.state.container.ingest.active_job_counts)
         app.state.container.start_workers()
         try:
-            yield
+            async with mcp.running(app):
+                yield
         finally:
             app.state.container.observers.detach(app.state.metrics)
             if owned:
@@ -57,12 +59,17 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Swagger UI and ReDoc come from app.api.docs, which serves their assets itself (FastAPI's own pages
+        # load them from a CDN).
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {"name": "documents", "description": "Upload, list and delete documents."},
             {"name": "jobs", "description": "Ingest jobs: status and progress."},
             {"name": "search", "description": "Hybrid keyword + vector search."},
             {"name": "chat", "description": "Grounded answers with citations."},
             {"name": "admin", "description": "API keys, collection settings and the audit trail (admin scope)."},
+            {"name": "sources", "description": "Sync documents from S3."},
             {"name": "health", "description": "Liveness and readiness."},
         ],
     )
@@ -77,13 +84,16 @@ def create_app(
         app.include_router(module.router, dependencies=[Depends(require_schema)])
     metrics.install(app)  # /metrics
     page.install(app)  # the page at / and its static files
+    docs.install(app)  # /docs and /redoc
+    mcp.install(app)  # /mcp for AI agents
     logging.getLogger("app").setLevel(settings.log_level)
     _register_schemas(app, TextDocumentCreate)
     return app
 
 
 def _register_schemas(app: FastAPI, *models: type) -> None:
-    """Add request models that routes read by hand (the upload body) to the OpenAPI components."""
+    """Add request models that routes read by hand (the upload body) to the OpenAPI components, and the problem
+    responses each operation gives."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -94,7 +104,7 @@ def _register_schemas(app: FastAPI, *models: type) -> None:
                 components[model.__name__] = model.model_json_schema(  # type: ignore[attr-defined]
                     ref_template="#/components/schemas/{model}"
                 )
-            app.openapi_schema = schema
+            app.openapi_schema = problems.document(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.access.caller import Caller, identify
 from app.api.schemas import DocumentRead, JobRead, SourceRead
@@ -19,6 +20,14 @@ if TYPE_CHECKING:
 
     from app.stores.sql.models import Document, Job
     from app.stores.vector.base import SourcePosition
+
+# Declares the bearer scheme in the OpenAPI schema (Swagger's "Authorize", generated clients' token) for every
+# operation that depends on get_caller. auto_error=False: authenticate() reads the header and words the 401 itself.
+BEARER = HTTPBearer(
+    scheme_name="bearerAuth",
+    description="An API key: KS_ADMIN_KEY, or a key made with POST /v1/keys or `knowledge-search keys create`.",
+    auto_error=False,
+)
 
 
 def get_container(request: Request) -> Container:
@@ -53,6 +62,7 @@ def get_caller(
         str | None,
         Header(description="Principals to act for (keys with the 'impersonate' scope), e.g. user:bob,group:sales"),
     ] = None,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
 ) -> Caller:
     client = request.client.host if request.client else None
     return authenticate(container, authorization, x_on_behalf_of, client)

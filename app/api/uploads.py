@@ -35,6 +35,7 @@ UPLOAD_BODY = {
                         "file": {
                             "type": "string",
                             "format": "binary",
+                            "minLength": 1,  # an empty file is refused (422): the schema says so too
                             "description": "Text, Markdown, HTML, PDF (text layer) or DOCX.",
                         },
                         "collection": {"type": "string", "default": "default", "pattern": COLLECTION_PATTERN},

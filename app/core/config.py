@@ -145,8 +145,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     # --- observability and gateway ---
-    # Log lines of `serve`: one JSON object per line, or plain text.
-    log_format: Literal["json", "text"] = "json"
+    # Log lines of `serve`: "auto" writes readable lines on a terminal and JSON objects otherwise (a container,
+    # a pipe, a file); "json" or "text" choose one whatever stderr is.
+    log_format: Literal["auto", "json", "text"] = "auto"
     # OpenTelemetry tracing (extra "otel"), configured by the standard OTEL_* variables.
     otel_enabled: bool = False
     # Path prefix the gateway serves us under, e.g. /kb (for /docs, openapi.json and the page).

@@ -13,11 +13,12 @@ import functools
 import logging
 import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from inspect import isawaitable
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -325,18 +326,47 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-def configure_logging(fmt: str, level: str | int = "INFO") -> None:
-    """Send every log record (uvicorn's included) to stderr, one JSON object per line or plain text."""
-    handler = logging.StreamHandler()
-    if fmt == "json":
+class _RequestSuffix(logging.Filter):
+    """`` [request id]`` after a text line written while serving a request, nothing otherwise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = request_context.get()
+        rid = getattr(record, "request_id", None) or (ctx.request_id if ctx is not None else None)
+        record.request_suffix = f" [{rid}]" if rid else ""
+        return True
+
+
+def text_formatter(colors: bool) -> logging.Formatter:
+    """Lines as uvicorn writes them on a terminal (``INFO:     ...``, the level coloured), with time and logger."""
+    from uvicorn.logging import DefaultFormatter
+
+    return DefaultFormatter(
+        "%(levelprefix)s %(asctime)s %(name)s: %(message)s%(request_suffix)s", datefmt="%H:%M:%S", use_colors=colors
+    )
+
+
+def configure_logging(fmt: str, level: str | int = "INFO", stream: IO[str] | None = None) -> None:
+    """Send every log record (uvicorn's included) to stderr: readable lines on a terminal, one JSON object per
+    line otherwise. ``fmt`` is "auto" (that choice), "json" or "text"."""
+    stream = stream or sys.stderr
+    tty = _isatty(stream)
+    handler = logging.StreamHandler(stream)
+    if fmt == "json" or (fmt == "auto" and not tty):
         handler.setFormatter(json_formatter())
         handler.addFilter(RequestIdFilter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
-        handler.addFilter(RequestIdFilter("-"))
+        handler.setFormatter(text_formatter(colors=tty))
+        handler.addFilter(_RequestSuffix())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
 
 
 # --- tracing (optional extra "otel") -----------------------------------------------------------------

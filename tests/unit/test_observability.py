@@ -196,7 +196,7 @@ def test_log_format_text_or_json(capsys: pytest.CaptureFixture[str]) -> None:
         root.handlers[:] = handlers
         root.setLevel(level)
     text_line, json_line = capsys.readouterr().err.splitlines()[-2:]
-    assert text_line.endswith("WARNING app.test [-] plain words")
+    assert re.fullmatch(r"WARNING:  \d\d:\d\d:\d\d app\.test: plain words", text_line), text_line
     assert json.loads(json_line) | {"time": None} == {
         "level": "WARNING",
         "logger": "app.test",
@@ -204,6 +204,31 @@ def test_log_format_text_or_json(capsys: pytest.CaptureFixture[str]) -> None:
         "request_id": None,
         "time": None,
     }
+
+
+def test_log_format_auto_is_text_on_a_terminal_and_json_elsewhere() -> None:
+    import os
+    import pty
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    controller, terminal = pty.openpty()
+    piped = io.StringIO()
+    try:
+        with os.fdopen(terminal, "w", closefd=False) as tty:
+            configure_logging("auto", stream=tty)
+            logging.getLogger("app.test").info("to a person")
+            tty.flush()
+        configure_logging("auto", stream=piped)
+        logging.getLogger("app.test").info("to a collector")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        os.close(terminal)
+    on_terminal = os.read(controller, 4096).decode()
+    os.close(controller)
+    assert "\x1b[32mINFO\x1b[0m:" in on_terminal and "app.test: to a person" in on_terminal  # coloured, as uvicorn
+    assert json.loads(piped.getvalue())["message"] == "to a collector"
 
 
 # --- gateway ------------------------------------------------------------------------------------------
@@ -256,7 +281,7 @@ def test_root_path_serves_docs_and_page_under_the_prefix(make_client: MakeClient
     # as uvicorn serves with root_path=KS_ROOT_PATH: the gateway strips /kb, uvicorn puts it back in the path
     client = make_client(root_path="/kb")
     docs = client.get("/kb/docs")
-    assert docs.status_code == 200 and "'/kb/openapi.json'" in docs.text
+    assert docs.status_code == 200 and 'data-openapi-url="/kb/openapi.json"' in docs.text
     spec = client.get("/kb/openapi.json").json()
     assert spec["servers"] == [{"url": "/kb"}]
     page = client.get("/kb/")
@@ -341,3 +366,47 @@ def test_serve_writes_json_access_lines_without_secrets(tmp_path: Path) -> None:
     assert access["route"] == "/v1/documents" and access["status"] == 201 and access["key_id"] == "admin"
     assert any(x["logger"].startswith("uvicorn") for x in lines)  # uvicorn's own lines are JSON too
     assert "serve-secret-key" not in log and "night porter" not in log
+
+
+@pytest.mark.process
+def test_serve_on_a_terminal_writes_readable_lines(tmp_path: Path) -> None:
+    # what a developer sees after `knowledge-search serve` in a terminal: uvicorn-like lines, not JSON
+    import os
+    import pty
+    import select
+    import signal
+
+    from tests.integration.test_process import BIN, _env, _free_port
+
+    port = _free_port()
+    controller, terminal = pty.openpty()
+    env = _env(Settings(data_dir=tmp_path / "data"), KS_ADMIN_KEY="tty-secret-key")
+    proc = subprocess.Popen(
+        [str(BIN), "serve", "--port", str(port)], env=env, stdin=terminal, stdout=terminal, stderr=terminal
+    )
+    os.close(terminal)
+    screen = ""
+
+    def read_until(marker: str) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + 120
+        while marker not in screen:
+            assert time.monotonic() < deadline and proc.poll() is None, screen
+            if select.select([controller], [], [], 0.5)[0]:
+                screen += os.read(controller, 65536).decode(errors="replace")
+
+    try:
+        read_until("Application startup complete")
+        auth = {"Authorization": "Bearer tty-secret-key", "X-Request-ID": "tty-req-1"}
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/documents", headers=auth, timeout=30).status_code == 200
+        read_until("tty-req-1")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        os.close(controller)
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in screen.splitlines() if line.strip()]
+    assert not [line for line in lines if line.lstrip().startswith("{")], lines
+    assert any(re.match(r"INFO: +\d\d:\d\d:\d\d uvicorn\.error: Application startup complete", x) for x in lines)
+    access = next(x for x in lines if "tty-req-1" in x)
+    assert re.match(r"INFO: +\d\d:\d\d:\d\d app\.http: GET /v1/documents 200 [\d.]+ ms \[tty-req-1\]", access)
+    assert "tty-secret-key" not in screen
