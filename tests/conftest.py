@@ -156,5 +156,5 @@ def client(container):  # type: ignore[no-untyped-def]
 
     from app.main import create_app
 
-    with TestClient(create_app(container=container)) as tc:
+    with TestClient(create_app(container=container), base_url="http://localhost") as tc:
         yield tc

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.access.caller import Caller, identify
+from app.access.caller import ANONYMOUS_LOCAL, Caller, identify
 from app.api.schemas import DocumentRead, JobRead, SourceRead
 from app.container import Container
 from app.core import context
-from app.core.errors import Unauthorized
+from app.core.errors import Forbidden, Unauthorized
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -35,18 +35,32 @@ def get_container(request: Request) -> Container:
     return container
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
 def authenticate(
-    container: Container, authorization: str | None, on_behalf_of: str | None, client_addr: str | None
+    container: Container,
+    authorization: str | None,
+    on_behalf_of: str | None,
+    client_addr: str | None,
+    host: str | None = None,
 ) -> Caller:
     """The caller of a request (REST or MCP alike): the key, then its rate limit, then impersonation.
 
     A failed key check is rate limited by client address, so guessing keys (or flooding the audit trail with
-    refusals) is as limited as using one."""
+    refusals) is as limited as using one. Without any key (the loopback development mode) only requests
+    addressed to a loopback name are served: a web page the developer opens cannot reach the service through a
+    DNS name it rebinds to 127.0.0.1."""
     try:
         caller = identify(container.settings, container.sessions, authorization)
     except Unauthorized:
         container.rate_limiter.check(f"client:{client_addr or 'unknown'}")
         raise
+    if caller is ANONYMOUS_LOCAL and host is not None and _hostname(host) not in LOOPBACK_HOSTS:
+        raise Forbidden(
+            f"without an API key the service answers only to localhost, not to {host!r}: "
+            "create a key (knowledge-search keys create) or set KS_ADMIN_KEY"
+        )
     ctx = context.current()
     if ctx is not None:
         ctx.key_id = caller.key_id
@@ -65,7 +79,14 @@ def get_caller(
     _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
 ) -> Caller:
     client = request.client.host if request.client else None
-    return authenticate(container, authorization, x_on_behalf_of, client)
+    return authenticate(container, authorization, x_on_behalf_of, client, request.headers.get("host"))
+
+
+def _hostname(host: str) -> str:
+    """The Host header without its port ("[::1]:8000" -> "[::1]")."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0].lower()
 
 
 def read_session(container: Annotated[Container, Depends(get_container)]) -> Iterator[Session]:

@@ -21,7 +21,7 @@ ENG_TEXT = "Engineering roadmap: the salary budget does not cover the new engine
 def service(settings, embedder):
     keyed = settings.model_copy(update={"admin_key": SecretStr(ADMIN)})
     container = build_container(keyed, embedder=embedder)
-    with TestClient(create_app(container=container)) as tc:
+    with TestClient(create_app(container=container), base_url="http://localhost") as tc:
         yield tc, container
     container.close()
 
@@ -328,7 +328,7 @@ def test_audit_records_actions_without_secrets_or_text(service, departments, adm
 def test_rate_limit_is_429_with_retry_after(settings, embedder):
     limited = settings.model_copy(update={"admin_key": SecretStr(ADMIN), "rate_limit_per_minute": 3})
     container = build_container(limited, embedder=embedder)
-    with TestClient(create_app(container=container)) as client:
+    with TestClient(create_app(container=container), base_url="http://localhost") as client:
         headers = {"Authorization": f"Bearer {ADMIN}"}
         statuses = [client.get("/v1/documents", headers=headers).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]

@@ -37,7 +37,7 @@ def test_ready_is_503_when_a_store_is_gone(client, container, settings):
 def keyed_client(settings, embedder):
     keyed = settings.model_copy(update={"admin_key": SecretStr("s3cret-admin-key")})
     c = build_container(keyed, embedder=embedder)
-    with TestClient(create_app(container=c)) as tc:
+    with TestClient(create_app(container=c), base_url="http://localhost") as tc:
         yield tc
     c.close()
 
@@ -78,3 +78,37 @@ def test_openapi_documents_the_contract(client):
     assert {"multipart/form-data", "application/json"} <= set(upload["requestBody"]["content"])
     assert "application/problem+json" in upload["responses"]["422"]["content"]
     assert client.get("/docs").status_code == 200
+
+
+def test_a_database_that_does_not_answer_is_a_503_that_says_so(tmp_path, embedder):
+    """Not a 500: every request says the metadata database is away, which one (never its password), and to retry."""
+    from pydantic import SecretStr
+
+    from app.core.config import Settings
+
+    settings = Settings(
+        data_dir=tmp_path / "d",
+        database_url="postgresql+psycopg://ks:s3cret@127.0.0.1:9/nodb",  # nothing listens on port 9
+        admin_key=SecretStr("k"),
+        ingest_workers=0,
+        db_connect_timeout_s=2,
+    )
+    c = build_container(settings, embedder=embedder)
+    try:
+        headers = {"Authorization": "Bearer k"}
+        with TestClient(create_app(container=c), base_url="http://localhost", headers=headers) as client:
+            for r in (client.get("/v1/documents"), client.post("/v1/search", json={"query": "leave"})):
+                assert r.status_code == 503 and r.headers["content-type"] == PROBLEM, r.text
+                assert "127.0.0.1:9" in r.json()["detail"] and "s3cret" not in r.text and r.headers["retry-after"]
+            assert client.get("/readyz").status_code == 503
+    finally:
+        c.close()
+
+
+def test_without_any_key_only_loopback_names_are_served(client):
+    """The development mode (no key at all) answers to localhost only: a page that rebinds its own DNS name to
+    127.0.0.1 gets 403, not the documents."""
+    assert client.get("/v1/documents", headers={"Host": "localhost:8000"}).status_code == 200
+    assert client.get("/v1/documents", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+    r = client.get("/v1/documents", headers={"Host": "evil.example:8000"})
+    assert r.status_code == 403 and "localhost" in r.json()["detail"]

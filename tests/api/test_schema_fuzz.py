@@ -69,7 +69,7 @@ def api_schema(
         )
     container = build_container(base, embedder=embedder)
     app = create_app(container=container)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         for text in ("Employees receive 10 days of paid leave.", "在宅勤務は週3日まで認められます。"):
             reply = client.post("/v1/documents", json={"text": text}, headers={"Authorization": f"Bearer {KEY}"})
             assert reply.status_code == 201, reply.text

@@ -136,7 +136,7 @@ def test_a_transient_failure_is_the_same_everywhere(settings: Settings, embedder
     queued, with its original kept for the worker)."""
     container = build_container(settings, embedder=DownEmbedder(embedder))
     try:
-        with TestClient(create_app(container=container)) as client:
+        with TestClient(create_app(container=container), base_url="http://localhost") as client:
             r = client.post("/v1/documents", files={"file": ("parking.md", V1)}, data={"collection": "entry"})
             assert r.status_code == 503, r.text
             outcomes = {"api upload": "failed: " + reason(r.json()["detail"])}

@@ -53,7 +53,7 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def _round_trip(settings: Settings, embedder, *, settle: float = 0.0) -> None:  # type: ignore[no-untyped-def]
     """Upload, search, update, delete through the API, as a user would."""
     container = build_container(settings, embedder=embedder)
-    with TestClient(create_app(container=container, close_container=True)) as client:
+    with TestClient(create_app(container=container, close_container=True), base_url="http://localhost") as client:
         assert client.get("/readyz").status_code == 200, client.get("/readyz").text
         doc = client.post("/v1/documents", json={"title": "Badges", "text": "Lost badges are replaced at reception."})
         assert doc.status_code == 201, doc.text

@@ -50,7 +50,7 @@ def queued(settings: Settings, embedder: Any, queue_bucket: str) -> Iterator[tup
     settings = settings.model_copy(update={"blob_store": f"s3://{queue_bucket}/queue/"})
     container = build_container(settings, embedder=embedder)
     try:
-        with TestClient(create_app(container=container)) as client:
+        with TestClient(create_app(container=container), base_url="http://localhost") as client:
             yield client, container
     finally:
         container.close()

@@ -172,7 +172,7 @@ def test_only_an_admin_chooses_what_is_synced_and_who_reads_it(settings: Setting
     access list or the collection of what comes out of it."""
     container = build_container(settings.model_copy(update={"admin_key": SecretStr(ADMIN)}), embedder=embedder)
     try:
-        with TestClient(create_app(container=container)) as client:
+        with TestClient(create_app(container=container), base_url="http://localhost") as client:
             admin = {"Authorization": f"Bearer {ADMIN}"}
 
             def key(**body: Any) -> dict[str, str]:

@@ -57,7 +57,7 @@ def _assert_names_migrate(response) -> None:  # type: ignore[no-untyped-def]
 def test_api_answers_503_naming_migrate_until_migrated(empty_database: str, tmp_path: Path, embedder):  # type: ignore[no-untyped-def]
     settings = Settings(data_dir=tmp_path / "data", database_url=empty_database, ingest_workers=1)
     container = build_container(settings, embedder=embedder)
-    with TestClient(create_app(container=container, close_container=True)) as client:
+    with TestClient(create_app(container=container, close_container=True), base_url="http://localhost") as client:
         assert client.get("/healthz").status_code == 200  # alive: the process itself is fine
         ready = client.get("/readyz")
         assert ready.status_code == 503

@@ -38,7 +38,7 @@ def make_client(tmp_path: Path, embedder: Any) -> Iterator[MakeClient]:
     def make(root_path: str = "", **overrides: Any) -> TestClient:
         base = {"data_dir": tmp_path / f"data{len(stack)}", "admin_key": None, "ingest_workers": 0}
         container = build_container(Settings(**{**base, **overrides}), embedder=embedder)
-        client = TestClient(create_app(container=container), root_path=root_path)
+        client = TestClient(create_app(container=container), root_path=root_path, base_url="http://localhost")
         client.__enter__()
         stack.append((client, container))
         return client
@@ -316,7 +316,7 @@ import sys
 from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.main import create_app
-with TestClient(create_app(Settings(data_dir={str(tmp_path / "d")!r}, ingest_workers=0))) as c:
+with TestClient(create_app(Settings(data_dir={str(tmp_path / "d")!r}, ingest_workers=0)), base_url="http://localhost") as c:
     assert c.get("/healthz").status_code == 200
 loaded = [m for m in sys.modules if m.startswith(("opentelemetry.sdk", "opentelemetry.instrumentation",
                                                   "opentelemetry.exporter"))]
@@ -340,7 +340,7 @@ def test_tracing_on_records_request_spans(tmp_path: Path, embedder: Any) -> None
     exporter = InMemorySpanExporter()  # what create_app does with KS_OTEL_ENABLED, with the test's exporter
     enabled = settings.model_copy(update={"otel_enabled": True})
     app.state.tracer_provider = setup_tracing(app, enabled, exporter=exporter)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         assert client.post("/v1/search", json={"query": "anything"}).status_code == 200
         client.get("/healthz")
     container.close()
