@@ -129,7 +129,11 @@ def test_ingest_search_and_chat_through_bedrock(serve: Any, fake: FakeBedrock) -
         embedded = fake.requests_to("invoke")
         assert all(r.path == f"/model/{TITAN}/invoke" for r in embedded)
         assert all(r.body["dimensions"] == 256 and r.body["normalize"] is True for r in embedded)
-        assert {c["text"] for c in chunk.values()} <= {r.body["inputText"] for r in embedded}
+        # each chunk's text reaches the embedder under its context line (title > headings), never alone or cut
+        sent = [r.body["inputText"] for r in embedded]
+        for name, doc in docs.items():
+            text = chunk[name]["text"]
+            assert any(s.endswith("\n\n" + text) and s.startswith(doc["title"]) for s in sent), (name, sent)
         assert embedded[0].headers["authorization"].startswith("AWS4-HMAC-SHA256")
 
         # hybrid search, English and Japanese; the query is embedded and the candidates reranked
