@@ -15,6 +15,7 @@ from app.chat.service import ChatService
 from app.core.config import Settings
 from app.core.events import Observers
 from app.ingest.blobs import build_blob_store, clear_stale_spool
+from app.ingest.parsers import ParseLimits
 from app.ingest.service import IngestService
 from app.ingest.worker import JobWorker
 from app.providers.base import ChatModel, Embedder, ObservedEmbedder
@@ -118,6 +119,7 @@ def build_container(
         lease_s=settings.job_lease_s,
         backoff_s=settings.job_backoff_s,
         observers=observers,
+        parse_limits=parse_limits(settings),
     )
     chat = ChatService(
         sessions,
@@ -141,6 +143,17 @@ def build_container(
         audit=AuditLog(sessions, settings.audit_retention_days),
         rate_limiter=KeyRateLimiter(settings.rate_limit_per_minute),
         observers=observers,
+    )
+
+
+def parse_limits(settings: Settings) -> ParseLimits:
+    mib = 1 << 20
+    return ParseLimits(
+        parse_bytes=int(settings.max_parse_mb * mib),
+        inflated_bytes=int(settings.max_inflated_mb * mib),
+        compression_ratio=settings.max_compression_ratio,
+        pdf_pages=settings.max_pdf_pages,
+        pdf_stream_bytes=int(settings.max_pdf_stream_mb * mib),
     )
 
 

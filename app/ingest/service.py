@@ -21,7 +21,7 @@ from app.core.errors import AppError, Conflict, NotFound, PayloadTooLarge, Unpro
 from app.core.events import Observers
 from app.ingest.blobs import BlobStore
 from app.ingest.consistency import Inconsistencies, inspect, recover
-from app.ingest.parsers import detect_content_type
+from app.ingest.parsers import DEFAULT_LIMITS, ParseLimits, detect_content_type
 from app.ingest.payload import Payload
 from app.ingest.pipeline import ChunkPipeline, StageProgress, Target, title_from_filename
 from app.providers.base import Embedder
@@ -76,6 +76,7 @@ class IngestService:
         lease_s: float = 120.0,
         backoff_s: float = 2.0,
         observers: Observers | None = None,
+        parse_limits: ParseLimits = DEFAULT_LIMITS,
     ) -> None:
         self._observers = observers or Observers()
         self._max_attempts = max_attempts
@@ -85,8 +86,15 @@ class IngestService:
         self._store = store
         self._blobs = blobs
         self._max_upload_bytes = max_upload_bytes
+        self._parse_limits = parse_limits
         self._pipeline = ChunkPipeline(
-            store, embedder, analyzer, chunk_size=chunk_size, chunk_overlap=chunk_overlap, batch=embed_batch_size
+            store,
+            embedder,
+            analyzer,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            batch=embed_batch_size,
+            limits=parse_limits,
         )
 
     # --- submit ----------------------------------------------------------------------------------
@@ -140,7 +148,7 @@ class IngestService:
             )
         if payload.is_blank():
             raise Unprocessable("the file is empty: upload a document with some text in it")
-        content_type = detect_content_type(upload.filename, payload, upload.declared_type)
+        content_type = detect_content_type(upload.filename, payload, upload.declared_type, self._parse_limits)
         if payload.sha256 is None:
             raise ValueError("an upload's payload is hashed when it is read (Payload.of_bytes/of_file/spool)")
         return content_type, payload.sha256
