@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.access.audit import AuditLog
+from app.access.keys import KeyService
 from app.access.ratelimit import KeyRateLimiter
 from app.chat.service import ChatService
 from app.core.config import Settings
 from app.core.events import Observers
 from app.ingest.blobs import build_blob_store, clear_stale_spool
+from app.ingest.catalog import Catalog
 from app.ingest.parsers import ParseLimits
 from app.ingest.service import IngestService
+from app.ingest.sources import SourceRegistry, SyncService, build_s3_sync
 from app.ingest.worker import JobWorker
 from app.providers.base import ChatModel, Embedder, ObservedEmbedder
 from app.providers.factory import build_chat_model, build_embedder, build_reranker
@@ -42,19 +45,33 @@ class Container:
     ingest: IngestService
     search: SearchService
     chat: ChatService
+    catalog: Catalog
+    keys: KeyService
+    sources: SourceRegistry
     audit: AuditLog
     rate_limiter: KeyRateLimiter
     # Services report searches, ingest jobs and model calls here; the app attaches its metrics.
     observers: Observers
     worker: JobWorker | None = None
+    _s3_sync: SyncService | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def s3_sync(self) -> SyncService:
+        """The S3 sync service, built on first use (one boto3 client for the process)."""
+        with self._lock:
+            if self._s3_sync is None:
+                self._s3_sync = build_s3_sync(self.ingest, self.sessions, self.settings)
+            return self._s3_sync
+
+    def ping_database(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     def start_workers(self) -> None:
         """Repair what an earlier crash left (in the background), then run queued jobs."""
         if self.settings.ingest_workers > 0 and self.worker is None:
             threading.Thread(target=self._recover, name="recover", daemon=True).start()
-            self.worker = JobWorker(
-                self.sessions, self.ingest, threads=self.settings.ingest_workers, lease_s=self.settings.job_lease_s
-            )
+            self.worker = JobWorker(self.ingest, threads=self.settings.ingest_workers)
             self.worker.start()
 
     def _recover(self) -> None:
@@ -140,6 +157,9 @@ def build_container(
         ingest,
         search,
         chat,
+        catalog=Catalog(store),
+        keys=KeyService(sessions),
+        sources=SourceRegistry(sessions),
         audit=AuditLog(sessions, settings.audit_retention_days),
         rate_limiter=KeyRateLimiter(settings.rate_limit_per_minute),
         observers=observers,

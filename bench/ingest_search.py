@@ -36,11 +36,12 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="keep an existing bench index instead of rebuilding")
     args = ap.parse_args()
 
-    from app.core.config import Settings
+    from app.access.caller import SYSTEM
     from app.container import build_container
+    from app.core.config import Settings
     from app.ingest.chunking import chunk_document
     from app.ingest.parsers import parse
-    from app.ingest.service import Upload
+    from app.ingest.upload import Outcome, Upload
     from app.stores.vector.base import ChunkFilter
 
     data_dir = OUT / "embedded"
@@ -71,12 +72,11 @@ def main() -> None:
         t = time.perf_counter()
         chunks = n_docs = 0
         for name, text in docs:
-            submitted = container.ingest.submit(
-                Upload.of_bytes(text.encode(), filename=f"{name}.md", collection="bench")
+            result = container.ingest.upsert(
+                Upload.of_bytes(text.encode(), filename=f"{name}.md", collection="bench"), SYSTEM
             )
-            if submitted.created and submitted.job is not None:
-                doc = container.ingest.run_job(submitted.job.id)
-                chunks += doc.chunk_count
+            if result.outcome == Outcome.CREATED:
+                chunks += result.document.chunk_count
                 n_docs += 1
             if existing + chunks >= args.target_chunks:
                 break

@@ -40,9 +40,10 @@ OS_ALIAS = "ks-bench-load"
 
 def build(target: int) -> None:
     """Ingest docstring documents with the real model until the index holds ``target`` chunks."""
-    from app.core.config import Settings
+    from app.access.caller import SYSTEM
     from app.container import build_container
-    from app.ingest.service import Upload
+    from app.core.config import Settings
+    from app.ingest.upload import Outcome, Upload
 
     if not DATA.exists() and (SEED / "chunks.db").exists():
         shutil.copytree(SEED, DATA)
@@ -53,9 +54,11 @@ def build(target: int) -> None:
     for name, text in docstring_documents(include_site_packages=True):
         if existing + added >= target:
             break
-        submitted = container.ingest.submit(Upload.of_bytes(text.encode(), filename=f"{name}.md", collection="bench"))
-        if submitted.created and submitted.job is not None:
-            added += container.ingest.run_job(submitted.job.id).chunk_count
+        result = container.ingest.upsert(
+            Upload.of_bytes(text.encode(), filename=f"{name}.md", collection="bench"), SYSTEM
+        )
+        if result.outcome == Outcome.CREATED:
+            added += result.document.chunk_count
             print(f"  {existing + added:,} chunks ({added / (time.perf_counter() - started):.1f}/s)", flush=True)
     print(f"index: {container.store.count():,} chunks in {DATA}")
     container.close()

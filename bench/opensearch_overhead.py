@@ -139,12 +139,12 @@ def main() -> None:
     from fastapi.testclient import TestClient
     from opensearchpy import OpenSearch
 
-    from app.core.config import Settings
     from app.container import build_container
+    from app.core.config import Settings
     from app.main import create_app
-    from app.text.analysis import default_analyzer
     from app.stores.vector.base import ChunkFilter
     from app.stores.vector.opensearch import OpenSearchChunkStore
+    from app.text.analysis import default_analyzer
 
     data_dir = OUT / "opensearch-overhead"
     settings = Settings(

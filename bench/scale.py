@@ -270,9 +270,9 @@ def opensearch_memory(store: Any) -> dict[str, Any]:
 
 
 def measure(store: Any, chunks: Chunks, n_queries: int, top_k: int) -> dict[str, Any]:
-    from app.text.analysis import default_analyzer
     from app.search.service import SearchService
     from app.stores.vector.base import ChunkFilter
+    from app.text.analysis import default_analyzer
 
     queries = chunks.queries(n_queries)
     embedder = InlineE5(dict(queries))

@@ -1,4 +1,10 @@
-"""The audit trail: who did what to which ids, and how it ended. Never secrets, never document text."""
+"""The audit trail: who did what to which ids, from where, and how it ended. Never secrets, never document text.
+
+Every event carries the request id and the client's address from the request being served
+(``app.core.context``), so an entry can be matched with the access log and the gateway's. Refused requests
+(a bad key, a scope or impersonation refused, a request that fails validation) are recorded too: by the route
+when it gets that far, otherwise by the error handlers through ``refusal``.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,17 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.access.caller import Caller
+from app.core import context
 from app.core.errors import AppError
 from app.stores.sql.models import AuditEvent, utcnow
 from app.stores.sql.repositories import AuditRepository
 
 log = logging.getLogger(__name__)
-ACTIONS = ("ingest", "update", "delete", "search", "chat", "key.create", "key.revoke", "collection.update")
 
 
 @dataclass(slots=True)
@@ -24,6 +30,13 @@ class Pending:
     targets: list[str] = field(default_factory=list)
     status: int = 200
     detail: str | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        """The action ended with this error: a problem's status and title, or 500 for anything else."""
+        if isinstance(exc, AppError):
+            self.status, self.detail = exc.status, exc.title
+        else:
+            self.status, self.detail = 500, "internal error"
 
 
 class AuditLog:
@@ -38,27 +51,29 @@ class AuditLog:
         pending = Pending(targets=list(targets or []))
         try:
             yield pending
-        except AppError as exc:
-            pending.status, pending.detail = exc.status, exc.title
-            raise
-        except Exception:
-            pending.status, pending.detail = 500, "internal error"
+        except BaseException as exc:
+            pending.failed(exc)
             raise
         finally:
-            self.record(caller, action, pending)
+            self.record(caller.key_id, caller.principals, action, pending)
 
-    def record(self, caller: Caller, action: str, pending: Pending) -> None:
+    def record(self, key_id: str | None, principals: list[str] | None, action: str, pending: Pending) -> None:
+        ctx = context.current()
+        if ctx is not None:
+            ctx.audited = True
         try:
             with self._sessions.begin() as session:
                 repo = AuditRepository(session)
                 repo.add(
                     AuditEvent(
-                        key_id=caller.key_id,
-                        principals=caller.principals,
+                        key_id=key_id,
+                        principals=principals,
                         action=action,
                         target_ids=[t for t in pending.targets if t][:100],
                         status=pending.status,
-                        detail=pending.detail,
+                        detail=(pending.detail or "")[:512] or None,
+                        client_addr=ctx.client_addr if ctx is not None else None,
+                        request_id=ctx.request_id if ctx is not None else None,
                     )
                 )
                 self._writes += 1
@@ -66,3 +81,15 @@ class AuditLog:
                     repo.prune(utcnow() - self._retention)
         except Exception:  # an audit failure must be seen, but must not turn a done action into an error
             log.exception("could not write the audit event for %s", action)
+
+    def refusal(self, action: str, status: int, detail: str) -> None:
+        """A request refused before its route could record it (authentication, scope, validation)."""
+        ctx = context.current()
+        if ctx is not None and ctx.audited:
+            return
+        key_id = ctx.key_id if ctx is not None else None
+        self.record(key_id, None, action, Pending(status=status, detail=detail))
+
+    def query(self, *, since: datetime | None, action: str | None, limit: int) -> list[AuditEvent]:
+        with self._sessions() as session:
+            return AuditRepository(session).query(since=since, action=action, limit=limit)

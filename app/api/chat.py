@@ -11,10 +11,10 @@ from sse_starlette.sse import EventSourceResponse
 
 from app.access.audit import AuditLog, Pending
 from app.access.caller import Caller
-from app.api.deps import CallerDep, ContainerDep, chunk_filter
+from app.api.deps import CallerDep, ContainerDep
 from app.api.metrics import chat_timer
 from app.api.problems import PROBLEM_RESPONSES
-from app.api.schemas import ChatRequest, ChatResponse
+from app.api.schemas import ChatRequest, ChatResponse, filter_values
 from app.chat.service import ChatEvent
 from app.core.errors import AppError
 
@@ -37,12 +37,14 @@ router = APIRouter(prefix="/v1", tags=["chat"], responses=PROBLEM_RESPONSES)
         }
     },
 )
-async def chat(body: ChatRequest, container: ContainerDep, caller: CallerDep, request: Request):  # type: ignore[no-untyped-def]
+async def chat(
+    body: ChatRequest, container: ContainerDep, caller: CallerDep, request: Request
+) -> ChatResponse | EventSourceResponse:
     """Ask a question; the answer cites the passages it rests on, or says the documents do not cover it."""
-    caller.require("read")
+    # async: it may stream (SSE); every blocking step (retrieval, the model, the audit) runs in the thread pool.
     timer = chat_timer(request, container.settings.chat_provider, stream=body.stream)
     audit = container.audit
-    flt = chunk_filter(caller, body.collection, body.filters)
+    flt = caller.reading(body.collection, filter_values(body.filters))
     if body.stream:
         # Retrieval happens before the first byte, so errors (unknown conversation, bad filter) are still
         # ordinary problem+json replies.
@@ -54,7 +56,7 @@ async def chat(body: ChatRequest, container: ContainerDep, caller: CallerDep, re
                     flt,
                     conversation_id=body.conversation_id,
                     top_k=body.top_k,
-                    owner=caller.principals,
+                    caller=caller,
                     model=body.model,
                 )
             ),
@@ -62,21 +64,27 @@ async def chat(body: ChatRequest, container: ContainerDep, caller: CallerDep, re
         return EventSourceResponse(
             _sse(events, lambda done, status: _audit_stream(audit, caller, done, status)), ping=15
         )
-    with audit.action(caller, "chat") as record:
+    record = Pending()
+    try:
         answer = await run_in_threadpool(
             container.chat.ask,
             body.message,
             flt,
             conversation_id=body.conversation_id,
             top_k=body.top_k,
-            owner=caller.principals,
+            caller=caller,
             model=body.model,
         )
         record.targets = [answer.conversation_id, *[c.chunk_id for c in answer.citations]]
+    except BaseException as exc:
+        record.failed(exc)
+        raise
+    finally:  # off the event loop: the audit writes to the database
+        await run_in_threadpool(audit.record, caller.key_id, caller.principals, "chat", record)
     timer.finished(answer.model, answer.usage)
     return ChatResponse(
         answer=answer.answer,
-        citations=[c.as_dict() for c in answer.citations],  # type: ignore[misc]
+        citations=[c.as_dict() for c in answer.citations],
         conversation_id=answer.conversation_id,
         model=answer.model,
         usage=answer.usage.as_dict(),
@@ -110,4 +118,4 @@ def _sse(events: Iterator[ChatEvent], finished: Callable[[dict, int], None]) -> 
 
 def _audit_stream(audit: AuditLog, caller: Caller, done: dict, status: int) -> None:
     targets = [done.get("conversation_id", ""), *[c["chunk_id"] for c in done.get("citations", [])]]
-    audit.record(caller, "chat", Pending(targets=targets, status=status))
+    audit.record(caller.key_id, caller.principals, "chat", Pending(targets=targets, status=status))

@@ -1,20 +1,48 @@
-"""Edge dependencies: the container built at start-up and the authenticated caller."""
+"""Edge dependencies: the container built at start-up, the authenticated caller, a read session per request,
+and the conversions from service results to API schemas."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Header, Request
 
-from app.access.caller import Caller, authenticate
+from app.access.caller import Caller, identify
 from app.api.schemas import DocumentRead, JobRead, SourceRead
 from app.container import Container
-from app.stores.sql.models import Document, Job
-from app.stores.vector.base import ChunkFilter, SourcePosition
+from app.core import context
+from app.core.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from app.stores.sql.models import Document, Job
+    from app.stores.vector.base import SourcePosition
 
 
 def get_container(request: Request) -> Container:
-    return request.app.state.container  # type: ignore[no-any-return]
+    container: Container = request.app.state.container
+    return container
+
+
+def authenticate(
+    container: Container, authorization: str | None, on_behalf_of: str | None, client_addr: str | None
+) -> Caller:
+    """The caller of a request (REST or MCP alike): the key, then its rate limit, then impersonation.
+
+    A failed key check is rate limited by client address, so guessing keys (or flooding the audit trail with
+    refusals) is as limited as using one."""
+    try:
+        caller = identify(container.settings, container.sessions, authorization)
+    except Unauthorized:
+        container.rate_limiter.check(f"client:{client_addr or 'unknown'}")
+        raise
+    ctx = context.current()
+    if ctx is not None:
+        ctx.key_id = caller.key_id
+    container.rate_limiter.check(caller.key_id)
+    return caller.acting_for(on_behalf_of)
 
 
 def get_caller(
@@ -26,23 +54,23 @@ def get_caller(
         Header(description="Principals to act for (keys with the 'impersonate' scope), e.g. user:bob,group:sales"),
     ] = None,
 ) -> Caller:
-    caller = authenticate(container.settings, container.sessions, authorization, x_on_behalf_of)
-    request.state.key_id = caller.key_id
-    container.rate_limiter.check(caller.key_id)
-    return caller
+    client = request.client.host if request.client else None
+    return authenticate(container, authorization, x_on_behalf_of, client)
+
+
+def read_session(container: Annotated[Container, Depends(get_container)]) -> Iterator[Session]:
+    """One session for the reads of a request, closed when the reply is sent; writes open their own units of
+    work inside the services (see app.stores.sql.repositories)."""
+    with container.sessions() as session:
+        yield session
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
-
-
-def chunk_filter(caller: Caller, collection: str | None, filters: dict[str, Any]) -> ChunkFilter:
-    """What the caller may retrieve: its collections and principals go into every store query."""
-    caller.check_read(collection)
-    metadata = {k: (v["in"] if isinstance(v, dict) else v) for k, v in filters.items()}
-    return ChunkFilter(
-        collection=collection, collections=caller.collections, metadata=metadata, principals=caller.principals
-    )
+if TYPE_CHECKING:
+    ReadSessionDep = Annotated[Session, Depends(read_session)]
+else:  # the edge never names SQLAlchemy at run time
+    ReadSessionDep = Annotated[object, Depends(read_session)]
 
 
 def document_read(doc: Document, job: Job | None = None) -> DocumentRead:
@@ -50,11 +78,12 @@ def document_read(doc: Document, job: Job | None = None) -> DocumentRead:
         id=doc.id,
         title=doc.title,
         collection=doc.collection,
-        status=doc.status,  # type: ignore[arg-type]
+        status=doc.status,
         error=doc.error,
         content_type=doc.content_type,
         metadata=doc.metadata_ or {},
         acl=doc.acl,
+        external_id=doc.external_id,
         redactions=doc.redactions,
         chunk_count=doc.chunk_count,
         size_bytes=doc.size_bytes,
@@ -78,5 +107,5 @@ def job_fields(job: Job) -> dict[str, Any]:
 
 
 def source_read(source: SourcePosition | dict[str, Any]) -> SourceRead:
-    data = source.as_dict() if isinstance(source, SourcePosition) else source
+    data = source if isinstance(source, dict) else source.as_dict()
     return SourceRead(**data)

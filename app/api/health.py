@@ -9,11 +9,9 @@ from collections.abc import Callable
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from app.api.deps import ContainerDep
 from app.api.schemas import Health
-from app.container import Container
 
 router = APIRouter(tags=["health"])
 
@@ -28,7 +26,7 @@ def healthz() -> Health:
 async def readyz(container: ContainerDep) -> JSONResponse:
     """Readiness: the metadata store and the chunk store answer, each within KS_READY_TIMEOUT_S."""
     checks = await run_checks(
-        {"metadata_store": lambda: _ping_database(container), "chunk_store": container.store.ping},
+        {"metadata_store": container.ping_database, "chunk_store": container.store.ping},
         container.settings.ready_timeout_s,
     )
     ok = all(v == "ok" for v in checks.values())
@@ -66,8 +64,3 @@ def _run_check(check: Callable[[], object], result: asyncio.Future[str], loop: a
 def _settle(result: asyncio.Future[str], outcome: str) -> None:
     if not result.done():
         result.set_result(outcome)
-
-
-def _ping_database(container: Container) -> None:
-    with container.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))

@@ -7,6 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -29,9 +30,42 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = Field(None, description="Field errors, for validation problems.")
 
 
+# The audit action of each operation that changes or reveals something; a refusal of any other /v1 operation is
+# recorded as "access".
+AUDITED_ACTIONS = {
+    "upload_document": "ingest",
+    "replace_document": "update",
+    "update_document": "update",
+    "delete_document": "delete",
+    "search": "search",
+    "chat": "chat",
+    "post_key": "key.create",
+    "revoke_key": "key.revoke",
+    "put_collection": "collection.update",
+    "register_source": "source.create",
+    "remove_source": "source.delete",
+    "start_sync": "sync",
+}
+# Refused before the operation could record itself: who is calling (401), what it may do (403), what it sent (422).
+_REFUSALS = {401, 403, 422}
+
+
+async def _audit_refusal(request: Request, status: int, title: str) -> None:
+    """Record a refused request that its route did not record (it never ran, or failed before its audit)."""
+    route = request.scope.get("route")
+    name = getattr(route, "name", None)
+    if status not in _REFUSALS or not request.url.path.startswith(("/v1/", "/mcp")):
+        return
+    container = getattr(request.app.state, "container", None)
+    if container is None:
+        return
+    await run_in_threadpool(container.audit.refusal, AUDITED_ACTIONS.get(name or "", "access"), status, title)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        await _audit_refusal(request, exc.status, exc.title)
         return problem_response(request, exc.status, exc.detail, title=exc.title, headers=exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
@@ -40,6 +74,7 @@ def install(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+        await _audit_refusal(request, 422, "Unprocessable content")
         return problem_response(request, 422, f"the request is not valid: {summary}", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)

@@ -5,26 +5,22 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import CallerDep, ContainerDep, chunk_filter, source_read
+from app.api.deps import CallerDep, ContainerDep, source_read
 from app.api.problems import PROBLEM_RESPONSES
-from app.api.schemas import SearchRequest, SearchResponse, SearchResult
+from app.api.schemas import SearchRequest, SearchResponse, SearchResult, filter_values
 
 router = APIRouter(prefix="/v1", tags=["search"], responses=PROBLEM_RESPONSES)
 
 
 @router.post("/search", response_model=SearchResponse)
-async def search(body: SearchRequest, container: ContainerDep, caller: CallerDep) -> SearchResponse:
+def search(body: SearchRequest, container: ContainerDep, caller: CallerDep) -> SearchResponse:
     """Find the chunks that best answer a query, with their documents and source positions."""
-    caller.require("read")
     with container.audit.action(caller, "search") as audit:
-        flt = chunk_filter(caller, body.collection, body.filters)
+        flt = caller.reading(body.collection, filter_values(body.filters))
         override = body.fusion.model_dump(exclude_none=True) if body.fusion else None
         fusion = replace(container.search.fusion, **override) if override is not None else None
-        outcome = await run_in_threadpool(
-            container.search.search, body.query, flt, body.top_k, body.mode, fusion=fusion
-        )
+        outcome = container.search.search(body.query, flt, body.top_k, body.mode, fusion=fusion)
         audit.targets = [h.chunk.document_id for h in outcome.hits]
     return SearchResponse(
         results=[

@@ -9,12 +9,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.access.caller import SYSTEM, Caller
 from app.chat.citations import cited_numbers, strip_unknown
 from app.core.errors import NotFound
 from app.providers.base import ChatModel, Generation, GenerationRequest, Source, Turn, Usage
 from app.providers.local import not_covered_message
 from app.providers.prompt import pick_model
 from app.search.service import ScoredChunk, SearchService
+from app.stores.sql.models import Conversation
 from app.stores.sql.repositories import ConversationRepository
 from app.stores.vector.base import ChunkFilter
 
@@ -93,11 +95,11 @@ class ChatService:
         *,
         conversation_id: str | None = None,
         top_k: int | None = None,
-        owner: list[str] | None = None,
+        caller: Caller | None = None,
         model: str | None = None,
     ) -> ChatAnswer:
         started = time.perf_counter()
-        prepared = self._prepare(message, flt, conversation_id, top_k, owner, model)
+        prepared = self._prepare(message, flt, conversation_id, top_k, caller or SYSTEM, model)
         if not prepared.sources:
             generation = Generation(text=not_covered_message(message), model=self._model.model_id)
         else:
@@ -113,10 +115,10 @@ class ChatService:
         *,
         conversation_id: str | None = None,
         top_k: int | None = None,
-        owner: list[str] | None = None,
+        caller: Caller | None = None,
         model: str | None = None,
     ) -> Iterator[ChatEvent]:
-        prepared = self._prepare(message, flt, conversation_id, top_k, owner, model)
+        prepared = self._prepare(message, flt, conversation_id, top_k, caller or SYSTEM, model)
         yield ChatEvent(
             "citations",
             {
@@ -124,12 +126,12 @@ class ChatService:
                 "citations": [c.as_dict() for c in prepared.sources],
             },
         )
+        generation: Generation | None = None
         if not prepared.sources:
             text = not_covered_message(message)
             yield ChatEvent("delta", {"text": text})
             generation = Generation(text=text, model=self._model.model_id)
         else:
-            generation = None
             for delta in self._model.stream(prepared.request):
                 if delta.text:
                     yield ChatEvent("delta", {"text": delta.text})
@@ -158,7 +160,7 @@ class ChatService:
         flt: ChunkFilter,
         conversation_id: str | None,
         top_k: int | None,
-        owner: list[str] | None,
+        caller: Caller,
         model: str | None = None,
     ) -> _Prepared:
         # Refuse a model the operator did not allow before any retrieval work is done.
@@ -167,14 +169,16 @@ class ChatService:
             conversations = ConversationRepository(session)
             if conversation_id is not None:
                 conv = conversations.get(conversation_id)
-                if conv is None or not _may_use(conv.owner, owner):
+                if conv is None or not _may_use(conv, caller):
                     raise NotFound(f"conversation {conversation_id} does not exist")
                 history = [
                     Turn(role=m.role, content=m.content)  # type: ignore[arg-type]
                     for m in conversations.messages(conv.id, HISTORY_TURNS)
                 ]
             else:
-                conv = conversations.create(flt.collection, owner)
+                conv = conversations.add(
+                    Conversation(collection=flt.collection, key_id=caller.key_id, owner=caller.principals)
+                )
                 history = []
             conv_id = conv.id
         previous = [t.content for t in history if t.role == "user"]
@@ -222,7 +226,8 @@ class ChatService:
         )
 
 
-def _may_use(conversation_owner: list[str] | None, caller: list[str] | None) -> bool:
-    if caller is None:  # unrestricted caller (admin)
-        return True
-    return conversation_owner is not None and bool(set(conversation_owner) & set(caller))
+def _may_use(conversation: Conversation, caller: Caller) -> bool:
+    """A conversation belongs to the key that started it, acting for the same principals (its own, or the end
+    user's it impersonated): sharing a principal is not enough, since its history may quote passages only the
+    starter could read."""
+    return conversation.key_id == caller.key_id and sorted(conversation.owner or []) == sorted(caller.principals or [])

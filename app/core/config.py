@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(50.0, gt=0)
     embed_batch_size: int = Field(32, ge=1, le=512)
     ingest_workers: int = Field(1, ge=0, le=32, description="In-process workers for wait=false uploads.")
-    # A worker that stops renewing its lease (it died) loses the job to another worker after this long.
-    job_lease_s: float = Field(120.0, gt=0)
+    # A worker that stops renewing its lease (it died) loses the job to another worker after this long. A running
+    # job renews it every min(this / 3, 5) seconds, however long one parse or one batch takes.
+    job_lease_s: float = Field(30.0, gt=0)
     job_max_attempts: int = Field(5, ge=1, le=50)
     job_backoff_s: float = Field(2.0, ge=0)
     # What parsing one upload may cost (app/ingest/parsers/limits.py); a file past a limit gets 413 and why.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class Observers:
             self._call(o.model_called, kind, texts, seconds)
 
     @staticmethod
-    def _call(method, *args) -> None:  # type: ignore[no-untyped-def]
+    def _call(method: Callable[..., None], *args: object) -> None:
         try:
             method(*args)
         except Exception:  # metrics must never fail a search or an ingest

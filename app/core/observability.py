@@ -16,7 +16,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ from starlette.requests import Request
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.context import RequestContext, request_context
 from app.core.errors import AppError, ConfigurationError, StoreUnavailable
 from app.core.problems import problem_response
 
@@ -41,9 +41,6 @@ if TYPE_CHECKING:
 
     from app.core.config import Settings
 
-# The request id of the request being served, for any log line written while serving it (providers included:
-# the thread pool and SSE iteration copy the context).
-request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 access_log = logging.getLogger("app.http")
 # Probes and scrapes would drown the access log at INFO.
@@ -173,8 +170,9 @@ class ObservabilityMiddleware:
         rid = accept_request_id(Headers(scope=scope).get("x-request-id"))
         # Not reset afterwards: each request runs in its own task (its own context), and the error handler
         # outside this middleware should still log the id.
-        request_id_var.set(rid)
-        state = scope.setdefault("state", {})
+        client = scope.get("client")
+        ctx = RequestContext(request_id=rid, client_addr=client[0] if client else None)
+        request_context.set(ctx)
         started, status, sent = time.perf_counter(), 500, False
         method = scope["method"] if scope["method"] in _METHODS else "other"  # clients may send any token
 
@@ -213,7 +211,7 @@ class ObservabilityMiddleware:
                     "status": status,
                     "duration_ms": round(seconds * 1000, 1),
                     "request_id": rid,
-                    "key_id": state.get("key_id"),
+                    "key_id": ctx.key_id,
                 },
             )
 
@@ -224,18 +222,26 @@ def _route_template(scope: Scope) -> str:
     return getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
 
 
+_DOCUMENT = re.compile(r"/v1/documents/[^/]+")
+
+
+def _is_upload(method: str, path: str) -> bool:
+    """Upload and replace take a document (KS_MAX_UPLOAD_MB, checked as it streams in), not a small body."""
+    return (method == "POST" and path == "/v1/documents") or (method == "PUT" and _DOCUMENT.fullmatch(path) is not None)
+
+
 class _BodyTooLarge(Exception):
     pass
 
 
 class BodyLimitMiddleware:
-    """413 for request bodies over the limit, except the upload endpoint, which has its own (KS_MAX_UPLOAD_MB)."""
+    """413 for request bodies over the limit, except upload and replace, which have their own (KS_MAX_UPLOAD_MB)."""
 
     def __init__(self, app: ASGIApp, limit_bytes: int) -> None:
         self.app, self.limit = app, limit_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"] == "POST" and get_route_path(scope) == "/v1/documents"):
+        if scope["type"] != "http" or _is_upload(scope["method"], get_route_path(scope)):
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length", "")
@@ -286,7 +292,7 @@ def install(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-On-Behalf-Of"],
             expose_headers=["X-Request-ID"],
         )
@@ -302,7 +308,8 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request_id", None) is None:
-            record.request_id = request_id_var.get() or self._missing
+            ctx = request_context.get()
+            record.request_id = ctx.request_id if ctx is not None else self._missing
         return True
 
 

@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.core.errors import AppError
 from app.eval.dataset import BeirDataset, CorpusDoc, DatasetError
@@ -31,6 +31,9 @@ from app.eval.metrics import mean, percentile, query_metrics, unique_in_order
 from app.search.fusion import FUSION_METHODS, Fusion
 from app.search.service import Mode, SearchOutcome, SearchService
 from app.stores.vector.base import ChunkFilter
+
+if TYPE_CHECKING:
+    from app.container import Container
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +139,7 @@ def parse_fusion(spec: str, default: Fusion) -> Fusion:
     try:
         if method == "rrf":
             return replace(default, method="rrf", k=int(value) if value else default.k)
-        return replace(default, method=method, weight_vector=float(value) if value else default.weight_vector)  # type: ignore[arg-type]
+        return replace(default, method=method, weight_vector=float(value) if value else default.weight_vector)
     except ValueError as exc:
         raise ValueError(f"--fusion {spec!r}: {exc}") from exc
 
@@ -161,7 +164,7 @@ def collection_for(dataset: BeirDataset) -> str:
 
 
 def run(
-    container: Any,
+    container: Container,
     dataset: BeirDataset,
     *,
     collection: str | None = None,
@@ -195,10 +198,13 @@ def run(
 
 
 # --- ingest --------------------------------------------------------------------------------------------
-def ingest(container: Any, dataset: BeirDataset, collection: str, progress: Progress | None = None) -> IngestSummary:
+def ingest(
+    container: Container, dataset: BeirDataset, collection: str, progress: Progress | None = None
+) -> IngestSummary:
     """Put the corpus in ``collection`` once: a later run with the same corpus.jsonl reuses it. An interrupted
     ingest resumes (documents already indexed are recognised by their content)."""
-    from app.ingest.service import Upload
+    from app.access.caller import SYSTEM
+    from app.ingest.upload import Outcome, Upload
 
     marker = f"{EVAL_MARK}: {dataset.name}, {len(dataset.corpus)} documents, corpus.jsonl sha256 {dataset.fingerprint}"
     summary = IngestSummary(collection=collection, documents=len(dataset.corpus))
@@ -227,13 +233,10 @@ def ingest(container: Any, dataset: BeirDataset, collection: str, progress: Prog
             metadata={"beir_id": doc.id},
         )
         try:
-            submitted = container.ingest.submit(upload)
-            if not submitted.created or submitted.job is None:
+            if container.ingest.upsert(upload, SYSTEM).outcome == Outcome.UNCHANGED:
                 summary.unchanged += 1
-            elif container.ingest.run_job(submitted.job.id).status == "indexed":
-                summary.indexed += 1
             else:
-                summary.failed += 1
+                summary.indexed += 1
         except AppError as exc:
             summary.failed += 1
             log.warning("eval: corpus document %s was not ingested: %s", doc.id, exc.detail)
@@ -250,16 +253,16 @@ def document_bytes(doc: CorpusDoc) -> bytes:
     return (f"{doc.title}\n\n{doc.text}" if doc.title else doc.text).encode("utf-8")
 
 
-def _collection_state(container: Any, collection: str) -> tuple[str | None, bool]:
+def _collection_state(container: Container, collection: str) -> tuple[str | None, bool]:
     from app.stores.sql.repositories import CollectionRepository, DocumentRepository
 
     with container.sessions() as session:
         found = CollectionRepository(session).get(collection)
-        rows, _ = DocumentRepository(session).page(collection=collection, limit=1, cursor=None)
+        rows, _ = DocumentRepository(session).page(collection=collection, limit=1, cursor=None, reader=None)
         return (found.description if found else None), bool(rows)
 
 
-def _describe(container: Any, collection: str, description: str) -> None:
+def _describe(container: Container, collection: str, description: str) -> None:
     from app.stores.sql.repositories import CollectionRepository
 
     with container.sessions.begin() as session:
@@ -268,7 +271,7 @@ def _describe(container: Any, collection: str, description: str) -> None:
 
 # --- queries -------------------------------------------------------------------------------------------
 def evaluate(
-    container: Any,
+    container: Container,
     dataset: BeirDataset,
     collection: str,
     modes: Sequence[ModeSpec],

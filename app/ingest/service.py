@@ -1,62 +1,57 @@
-"""upload → parse → chunk → embed → store.
+"""The one way a document enters or changes: ``upsert``; and ``update`` / ``delete`` for the rest of its life.
 
-A document moves queued → processing → indexed (or failed, with the reason). Its chunk ids are
-``<document id>-<ordinal>``, so re-running a job overwrites rather than duplicates.
+Every caller comes here: the API (upload, replace), registered sources (S3 sync), the folder ingest and the CLI.
+What differs between them are arguments: who calls (``caller``: a key, or the service itself), where the document
+comes from (``origin``), whether to wait for it to be searchable. So the same situation has the same outcome
+everywhere: unchanged, replaced, refused, or a transient failure that leaves it queued.
+
+The policy, in order: may the caller write here; is the upload acceptable; which existing document does it
+mean (by id, or by ``external_id`` among the documents of its origin **that the caller may read** — a document
+it cannot read is never found, so it can be neither changed nor detected); then create, replace or nothing.
+An upload that sets ``acl`` or ``metadata`` applies them together with its content.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.errors import AppError, Conflict, NotFound, PayloadTooLarge, Unprocessable
+from app.access.caller import Caller
+from app.core.errors import (
+    AppError,
+    BadInput,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    StoreUnavailable,
+    Unprocessable,
+)
 from app.core.events import Observers
+from app.core.metadata import check_metadata
+from app.core.patterns import COLLECTION_RULE, PRINCIPAL_RULE, is_collection, is_principal
+from app.core.states import DocumentStatus, JobKind, JobStatus, Scope
 from app.ingest.blobs import BlobStore
 from app.ingest.consistency import Inconsistencies, inspect, recover
+from app.ingest.jobs import JobRunner, Progress
 from app.ingest.parsers import DEFAULT_LIMITS, ParseLimits, detect_content_type
-from app.ingest.payload import Payload
 from app.ingest.pipeline import ChunkPipeline, StageProgress, Target, title_from_filename
+from app.ingest.upload import RESERVED_EXTERNAL_SCHEMES, Outcome, Upload, Upserted, same_readers
 from app.providers.base import Embedder
-from app.stores.sql.models import Document, Job, utcnow
+from app.stores.sql.models import ORIGIN_API, Document, Job, dedup_key, utcnow
 from app.stores.sql.repositories import CollectionRepository, DocumentRepository, JobRepository
 from app.stores.vector.base import UNSET, ChunkStore, Unset
 from app.text.analysis import Analyzer
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
-
-
-@dataclass(slots=True)
-class Upload:
-    payload: Payload
-    collection: str = "default"
-    filename: str | None = None
-    declared_type: str | None = None
-    title: str | None = None
-    metadata: dict[str, Any] | None = None
-    acl: list[str] | None = None
-    # Where the document came from (e.g. s3://bucket/key), for sources that sync.
-    external_id: str | None = None
-
-    @classmethod
-    def of_bytes(cls, data: bytes, **fields: Any) -> Upload:
-        return cls(Payload.of_bytes(data), **fields)
-
-
-@dataclass(slots=True)
-class Submitted:
-    document: Document
-    job: Job | None
-    created: bool
+PENDING = (DocumentStatus.QUEUED, DocumentStatus.PROCESSING)
 
 
 class IngestService:
@@ -78,15 +73,11 @@ class IngestService:
         observers: Observers | None = None,
         parse_limits: ParseLimits = DEFAULT_LIMITS,
     ) -> None:
-        self._observers = observers or Observers()
-        self._max_attempts = max_attempts
-        self._lease = timedelta(seconds=lease_s)
-        self._backoff_s = backoff_s
-        self._sessions = sessions
-        self._store = store
-        self._blobs = blobs
+        self._sessions, self._store, self._blobs = sessions, store, blobs
         self._max_upload_bytes = max_upload_bytes
         self._parse_limits = parse_limits
+        self._lease = timedelta(seconds=lease_s)
+        self._observers = observers or Observers()
         self._pipeline = ChunkPipeline(
             store,
             embedder,
@@ -96,56 +87,80 @@ class IngestService:
             batch=embed_batch_size,
             limits=parse_limits,
         )
+        self.jobs = JobRunner(
+            sessions,
+            store,
+            self._pipeline,
+            blobs,
+            lease_s=lease_s,
+            max_attempts=max_attempts,
+            backoff_s=backoff_s,
+            observers=self._observers,
+        )
 
-    # --- submit ----------------------------------------------------------------------------------
-    def submit(self, upload: Upload) -> Submitted:
-        """Validate and record an upload; the returned job (if any) still has to run."""
-        content_type, digest = self._validate(upload)
-        for attempt in (1, 2, 3):
-            try:
-                return self._record(upload, content_type, digest)
-            except IntegrityError:
-                # A concurrent upload created the same collection, or the same document, first: look again
-                # (the second time the collection exists and the document is found as a duplicate).
-                if attempt == 3:
-                    raise
-        raise AssertionError("unreachable")
+    # --- the one way in ----------------------------------------------------------------------------
+    def upsert(
+        self,
+        upload: Upload,
+        caller: Caller,
+        *,
+        origin: str = ORIGIN_API,
+        wait: bool = True,
+        document_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> Upserted:
+        """Create, replace or confirm a document from an upload.
 
-    def _record(self, upload: Upload, content_type: str, digest: str) -> Submitted:
-        with self._sessions.begin() as session:
-            docs = DocumentRepository(session)
-            existing = docs.by_hash(upload.collection, digest)
-            if existing is not None and existing.status not in ("failed", "deleting"):
-                return Submitted(existing, JobRepository(session).latest_for(existing.id), created=False)
-            if existing is not None:  # a failed (or half-deleted) earlier attempt: start again from scratch
-                self._store.delete_document(existing.id)
-                self._blobs.delete(existing.id)
-                docs.delete(existing)
-            CollectionRepository(session).ensure(upload.collection)
-            doc = docs.add(
-                Document(
-                    collection=upload.collection,
-                    title=(upload.title or title_from_filename(upload.filename) or "Untitled")[:512],
-                    filename=(upload.filename or None) and upload.filename[:512],
-                    content_type=content_type,
-                    size_bytes=upload.payload.size,
-                    content_hash=digest,
-                    metadata_=upload.metadata or {},
-                    external_id=upload.external_id,
-                    status="queued",
-                )
-            )
-            docs.set_readers(doc, upload.acl)
-            job = JobRepository(session).add(Job(document_id=doc.id, kind="ingest", status="queued"))
-            self._blobs.put(doc.id, upload.payload)
-        return Submitted(doc, job, created=True)
+        ``document_id``: replace that document (PUT). Otherwise an ``external_id`` names the document among those
+        of ``origin`` the caller may read; without one, a readable document with the same bytes, access list and
+        origin is the same document. ``wait``: index now and return once searchable; else queue (202).
+        Raises: Forbidden, NotFound (a document the caller cannot read), 4xx for a bad upload, StoreUnavailable
+        when indexing failed for now (the document stays queued and is retried).
+        """
+        caller.require(Scope.WRITE)
+        content_type, digest = self._validate(upload, origin)
+        if document_id is not None:
+            with self._sessions() as session:
+                target = DocumentRepository(session).visible(document_id, caller)
+            if target is None:
+                raise NotFound(f"document {document_id} does not exist")
+            _check_writable(target, caller)
+        else:
+            caller.check_write(upload.collection)
+            target = self._by_external_id(upload, origin, caller) if upload.external_id else None
+        if target is not None and target.status == DocumentStatus.INDEXED:
+            return self._replace(target, upload, content_type, digest)
+        if target is not None:  # a version that never finished (queued, processing, failed)
+            if target.content_hash == digest and target.status != DocumentStatus.FAILED:
+                return self._existing(target, wait, progress)
+            self._delete_quietly(target.id)  # superseded by this upload
+            upload.collection = target.collection
+        return self._create(upload, caller, origin, content_type, digest, wait, progress)
 
-    def _validate(self, upload: Upload) -> tuple[str, str]:
+    def _validate(self, upload: Upload, origin: str) -> tuple[str, str]:
         payload = upload.payload
         if payload.size > self._max_upload_bytes:
             raise PayloadTooLarge(
                 f"the file is {payload.size} bytes; the limit is {self._max_upload_bytes} (KS_MAX_UPLOAD_MB)"
             )
+        if not is_collection(upload.collection):
+            raise BadInput(COLLECTION_RULE)
+        acl = upload.new_acl()
+        if acl and not all(is_principal(p) for p in acl):
+            raise BadInput(f"acl: {PRINCIPAL_RULE}")
+        if not isinstance(upload.metadata, Unset):
+            try:
+                check_metadata(upload.metadata)
+            except ValueError as exc:
+                raise Unprocessable(str(exc)) from exc
+        if upload.external_id is not None:
+            if not upload.external_id or len(upload.external_id) > 256:
+                raise BadInput("external_id is 1 to 256 characters")
+            if origin == ORIGIN_API and upload.external_id.lower().startswith(RESERVED_EXTERNAL_SCHEMES):
+                raise Unprocessable(
+                    f"external_id values starting with {' or '.join(RESERVED_EXTERNAL_SCHEMES)} belong to the "
+                    "sources an admin registers (S3 sync) and the folder ingest: choose another id"
+                )
         if payload.is_blank():
             raise Unprocessable("the file is empty: upload a document with some text in it")
         content_type = detect_content_type(upload.filename, payload, upload.declared_type, self._parse_limits)
@@ -153,189 +168,268 @@ class IngestService:
             raise ValueError("an upload's payload is hashed when it is read (Payload.of_bytes/of_file/spool)")
         return content_type, payload.sha256
 
-    # --- process ---------------------------------------------------------------------------------
-    def run_job(self, job_id: str, progress: Progress | None = None) -> Document:
-        """Parse, chunk, embed and index the job's document.
-
-        A permanent error (the file itself is bad: a 4xx) fails the document at once, with the reason. A
-        transient one (a store or provider briefly unavailable) puts the job back in the queue with a backoff,
-        up to ``max_attempts``; the document is then ``queued`` with the last error.
-        """
-        started, status, chunks = time.perf_counter(), "failed", 0
-        try:
-            doc = self._run_job(job_id, progress)
-            # a transient failure puts the job back in the queue (document "queued") for a later attempt
-            status = {"indexed": "succeeded", "queued": "retried"}.get(doc.status, "failed")
-            chunks = doc.chunk_count or 0
-            return doc
-        finally:
-            self._observers.ingest_job_finished(status, time.perf_counter() - started, chunks)
-
-    def _run_job(self, job_id: str, progress: Progress | None) -> Document:
-        with self._sessions.begin() as session:
-            job = JobRepository(session).get(job_id)
-            if job is None:
-                raise NotFound(f"job {job_id} does not exist")
-            doc = job.document
-            if doc.status == "indexed":
-                job.status = "succeeded"
-                return doc
-            if job.status != "running":  # run directly (wait=true), not claimed by a worker: count the attempt
-                job.attempts += 1
-            doc.status, job.status = "processing", "running"
-            job.lease_until = utcnow() + self._lease
-            doc_id, attempts = doc.id, job.attempts
-        try:
-            chunk_count = self._index(doc_id, job_id, progress)
-        except Exception as exc:  # the reason is stored on the document; nothing half-indexed stays
-            return self._failed(doc_id, job_id, attempts, exc)
-        with self._sessions.begin() as session:
-            doc = DocumentRepository(session).get(doc_id)
-            job = JobRepository(session).get(job_id)
-            if doc is None or doc.status == "deleting":  # deleted meanwhile: drop what we indexed
-                self._store.delete_document(doc_id)
-                raise NotFound(f"document {doc_id} was deleted while it was being ingested")
-            doc.status, doc.error, doc.chunk_count = "indexed", None, chunk_count
-            if job is not None:
-                job.status, job.error, job.lease_until = "succeeded", None, None
-                job.progress_done = job.progress_total = chunk_count
-            self._blobs.delete(doc_id)
-        return doc
-
-    def _failed(self, doc_id: str, job_id: str, attempts: int, exc: Exception) -> Document:
-        permanent = isinstance(exc, AppError) and 400 <= exc.status < 500
-        reason = exc.detail if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, AppError):
-            log.exception("ingest of document %s failed", doc_id)
-        retry = not permanent and attempts < self._max_attempts
-        try:
-            self._store.delete_document(doc_id)
-        except Exception:  # the store is what failed: the retry (or the start-up cleanup) removes leftovers
-            log.warning("could not remove partial chunks of %s now; they are removed on retry", doc_id)
-        with self._sessions.begin() as session:
-            doc = DocumentRepository(session).get(doc_id)
-            job = JobRepository(session).get(job_id)
-            if doc is None or doc.status == "deleting":
-                raise NotFound(f"document {doc_id} was deleted while it was being ingested") from exc
-            if retry:
-                delay = self._backoff_s * 2 ** max(attempts - 1, 0)
-                doc.status, doc.error = "queued", f"attempt {attempts} failed, retrying in {delay:.0f} s: {reason}"
-                if job is not None:
-                    job.status, job.error, job.lease_until = "queued", doc.error, None
-                    job.run_after = utcnow() + timedelta(seconds=delay)
-            else:
-                doc.status, doc.error, doc.chunk_count = "failed", reason, 0
-                if job is not None:
-                    job.status, job.error, job.lease_until = "failed", reason, None
-        return doc
-
-    def _index(self, doc_id: str, job_id: str, progress: Progress | None) -> int:
+    def _by_external_id(self, upload: Upload, origin: str, caller: Caller) -> Document | None:
+        """The newest readable document with this external id; older readable ones (two uploads that raced)
+        are the same document and go."""
+        assert upload.external_id is not None
         with self._sessions() as session:
-            doc = DocumentRepository(session).get(doc_id)
-            if doc is None:
-                raise NotFound(f"document {doc_id} does not exist")
-            target = Target.of(doc, CollectionRepository(session).get(doc.collection))
-        self._store.delete_document(doc_id)  # a retried job starts clean
-        try:
-            payload = self._blobs.get(doc_id)
-        except FileNotFoundError as exc:  # permanent: no retry brings it back
-            raise Unprocessable(
-                "the uploaded original is no longer in the blob store (KS_BLOB_STORE): upload the document again"
-            ) from exc
-        try:
-            # Staged, then published at once: a document is never searchable with only part of its chunks.
-            ids = self._pipeline.stage(doc_id, payload, target, f"{doc_id}-", self._reporter(job_id, doc_id, progress))
-        finally:
-            payload.discard()
-        if target.redactions is not None:
-            self._record_redactions(doc_id, target.redactions)
-        self._store.publish(doc_id, ids)
-        return len(ids)
+            found = DocumentRepository(session).with_external_id(upload.collection, upload.external_id, origin, caller)
+        for older in found[1:]:
+            self._delete_quietly(older.id)
+        return found[0] if found else None
 
-    # --- replace ---------------------------------------------------------------------------------
-    def replace(self, document_id: str, upload: Upload) -> Document:
-        """Swap a document's content: searches see the old chunks until every new one is indexed, then only
-        the new ones. The document keeps its id, collection, metadata and ACL (unless the upload sets them)."""
-        content_type, digest = self._validate(upload)
+    # --- create ------------------------------------------------------------------------------------
+    def _create(
+        self,
+        upload: Upload,
+        caller: Caller,
+        origin: str,
+        content_type: str,
+        digest: str,
+        wait: bool,
+        progress: Progress | None,
+    ) -> Upserted:
+        acl = upload.new_acl()
+        with self._sessions() as session:
+            same = [
+                doc
+                for doc in DocumentRepository(session).same_content(upload.collection, digest, caller)
+                if doc.origin == origin and doc.external_id == upload.external_id and same_readers(doc.acl, acl)
+            ]
+        for doc in same:
+            if doc.status != DocumentStatus.FAILED:
+                return self._existing(doc, wait, progress)
+            self._delete_quietly(doc.id)  # an earlier attempt failed: start again
+        key = dedup_key(origin, caller.key_id, digest, acl, upload.external_id)
+        for attempt in (1, 2):
+            try:
+                doc, job = self._record(upload, caller, origin, content_type, digest, key)
+                break
+            except IntegrityError:
+                # The same key uploaded the same document before (a retry, two at once, or one under an access
+                # list that leaves its uploader out): that is this one.
+                with self._sessions() as session:
+                    twin = DocumentRepository(session).by_dedup_key(upload.collection, key)
+                if twin is None or attempt == 2:
+                    raise
+                if twin.status != DocumentStatus.FAILED:
+                    return self._existing(twin, wait, progress)
+                self._delete_quietly(twin.id)
+        else:
+            raise AssertionError("unreachable")
+        if not wait:
+            return Upserted(Outcome.QUEUED, doc, job)
+        return self._indexed_now(doc, progress)
+
+    def _record(
+        self, upload: Upload, caller: Caller, origin: str, content_type: str, digest: str, key: str
+    ) -> tuple[Document, Job]:
+        for attempt in (1, 2):
+            try:
+                with self._sessions.begin() as session:
+                    CollectionRepository(session).ensure(upload.collection)
+                    docs = DocumentRepository(session)
+                    doc = docs.add(
+                        Document(
+                            collection=upload.collection,
+                            title=(upload.title or title_from_filename(upload.filename) or "Untitled")[:512],
+                            filename=(upload.filename or None) and upload.filename[:512],
+                            content_type=content_type,
+                            size_bytes=upload.payload.size,
+                            content_hash=digest,
+                            metadata_=upload.new_metadata(),
+                            external_id=upload.external_id,
+                            origin=origin,
+                            owner_key=caller.key_id,
+                            dedup_key=key,
+                            status=DocumentStatus.QUEUED,
+                        )
+                    )
+                    docs.set_readers(doc, upload.new_acl())
+                    job = JobRepository(session).add(Job(document_id=doc.id, kind=JobKind.INGEST))
+                    self._blobs.put(doc.id, upload.payload)
+                return doc, job
+            except IntegrityError:
+                with self._sessions() as session:
+                    collection_exists = CollectionRepository(session).get(upload.collection) is not None
+                # A concurrent upload created the collection first (retry once), or the same document (raise).
+                if attempt == 2 or not collection_exists or self._dedup_taken(upload.collection, key):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _dedup_taken(self, collection: str, key: str) -> bool:
+        with self._sessions() as session:
+            return DocumentRepository(session).by_dedup_key(collection, key) is not None
+
+    def _existing(self, doc: Document, wait: bool, progress: Progress | None) -> Upserted:
+        """The upload is a document we already have: unchanged when indexed; a pending one is indexed now when
+        the caller waits, else reported as queued."""
+        with self._sessions() as session:
+            job = JobRepository(session).latest_for(doc.id)
+        if doc.status == DocumentStatus.INDEXED or job is None:
+            return Upserted(Outcome.UNCHANGED, doc, job)
+        if not wait:
+            return Upserted(Outcome.QUEUED, doc, job)
+        return self._indexed_now(doc, progress)
+
+    def _indexed_now(self, doc: Document, progress: Progress | None) -> Upserted:
+        """Index a pending document before answering (wait=true): run its job here, or, while a live worker
+        runs it (it renews its lease), wait for that worker; a worker that died loses its lease and we take over."""
+        while True:
+            with self._sessions() as session:
+                job = JobRepository(session).latest_for(doc.id)
+                current = DocumentRepository(session).get(doc.id)
+            if current is None or current.status == DocumentStatus.DELETING or job is None:
+                raise NotFound(f"document {doc.id} was deleted meanwhile: upload it again")
+            if current.status == DocumentStatus.INDEXED:
+                return Upserted(Outcome.CREATED, current, job)
+            holder = self.jobs.claim(job.id)  # queued, or held by a worker whose lease ran out
+            if holder is not None:
+                return self._ran(self.jobs.run(job.id, holder, progress), job.id)
+            if job.status != JobStatus.RUNNING:  # it ended meanwhile: failed, or queued again for a retry
+                return self._ran(current, job.id)
+            time.sleep(0.25)
+
+    def _ran(self, doc: Document, job_id: str) -> Upserted:
+        """The outcome of a job run inline: indexed, or an error that says what happened."""
+        if doc.status == DocumentStatus.QUEUED:  # a transient failure: queued again with a backoff
+            raise StoreUnavailable(
+                f"the document could not be indexed yet ({doc.error}); it stays queued and is retried "
+                f"automatically: follow GET /v1/jobs/{job_id}",
+                headers={"Retry-After": "5"},
+                extra={"document_id": doc.id, "job_id": job_id},
+            )
+        if doc.status == DocumentStatus.FAILED:
+            # Nothing half-made stays behind: the client fixes the file and uploads again.
+            self._delete_quietly(doc.id)
+            raise Unprocessable(doc.error or "the document could not be indexed")
+        with self._sessions() as session:
+            return Upserted(
+                Outcome.CREATED, DocumentRepository(session).get(doc.id) or doc, JobRepository(session).get(job_id)
+            )
+
+    # --- replace -----------------------------------------------------------------------------------
+    def _replace(self, doc: Document, upload: Upload, content_type: str, digest: str) -> Upserted:
+        """Apply an upload to an indexed document: what the upload sets (access list, metadata, title) changes
+        with the content, atomically for searches; what it leaves out stays as it was."""
+        acl = doc.acl if isinstance(upload.acl, Unset) else upload.new_acl()
+        metadata = dict(doc.metadata_ or {}) if isinstance(upload.metadata, Unset) else upload.new_metadata()
+        if doc.content_hash == digest:
+            changes: dict[str, Any] = {}
+            if not same_readers(acl, doc.acl):
+                changes["acl"] = acl
+            if metadata != (doc.metadata_ or {}):
+                changes["metadata"] = metadata
+            if upload.title and upload.title != doc.title:
+                changes["title"] = upload.title[:512]
+            if not changes:
+                with self._sessions() as session:
+                    return Upserted(Outcome.UNCHANGED, doc, JobRepository(session).latest_for(doc.id))
+            return Upserted(Outcome.REPLACED, self._apply(doc.id, **changes))
+        title = upload.title or title_from_filename(upload.filename) or doc.title
+        replaced, job = self._replace_content(doc.id, upload, content_type, digest, acl, metadata, title[:512])
+        return Upserted(Outcome.REPLACED, replaced, job, content_changed=True)
+
+    def _replace_content(
+        self,
+        document_id: str,
+        upload: Upload,
+        content_type: str,
+        digest: str,
+        acl: list[str] | None,
+        metadata: dict[str, Any],
+        title: str,
+    ) -> tuple[Document, Job | None]:
+        """Searches see the old chunks until every new one is staged, then only the new ones (with the new
+        access list and metadata)."""
         with self._sessions.begin() as session:
-            docs = DocumentRepository(session)
-            doc = docs.get(document_id)
-            if doc is None or doc.status == "deleting":
-                raise NotFound(f"document {document_id} does not exist")
-            if doc.content_hash == digest:
-                return doc
-            twin = docs.by_hash(doc.collection, digest)
-            if twin is not None:
-                raise Conflict(f"document {twin.id} in this collection already has this content")
-            if doc.status not in ("indexed", "failed"):
-                raise Conflict(f"document {document_id} is still {doc.status}: replace it once it is indexed")
+            doc = DocumentRepository(session).get(document_id)
+            if doc is None or doc.status != DocumentStatus.INDEXED:
+                raise Conflict(f"document {document_id} is changing: replace it once it is indexed")
             job = JobRepository(session).add(
-                Job(document_id=doc.id, kind="update", status="running", attempts=1, lease_until=utcnow() + self._lease)
+                Job(
+                    document_id=doc.id,
+                    kind=JobKind.UPDATE,
+                    status=JobStatus.RUNNING,
+                    attempts=1,
+                    lease_until=utcnow() + self._lease,
+                )
             )
             target = Target.of(doc, CollectionRepository(session).get(doc.collection))
-            target.content_type = content_type
-            target.filename = upload.filename or doc.filename
-            target.title = upload.title or title_from_filename(upload.filename) or doc.title
-            if upload.metadata:  # an upload without metadata keeps the document's (PATCH changes it)
-                target.metadata = upload.metadata
+            target.content_type, target.filename = content_type, upload.filename or doc.filename
+            target.title, target.metadata, target.acl = title, metadata, acl
             job_id = job.id
         try:
-            with upload.payload as payload:
-                prefix = f"{document_id}-{uuid.uuid4().hex[:6]}-"
-                ids = self._pipeline.stage(document_id, payload, target, prefix, self._reporter(job_id, None, None))
+            prefix = f"{document_id}-{uuid.uuid4().hex[:6]}-"
+            ids = self._pipeline.stage(document_id, upload.payload, target, prefix, self._update_progress(job_id))
         except Exception as exc:
             self._store.delete_staged(document_id)
             reason = exc.detail if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
             with self._sessions.begin() as session:
-                job = JobRepository(session).get(job_id)
-                if job is not None:
-                    job.status, job.error, job.lease_until = "failed", reason, None
+                failed = JobRepository(session).get(job_id)
+                if failed is not None:
+                    failed.status, failed.error, failed.lease_until = JobStatus.FAILED, reason, None
             raise
         self._store.publish(document_id, ids)
         with self._sessions.begin() as session:
-            doc = DocumentRepository(session).get(document_id)
-            job = JobRepository(session).get(job_id)
+            docs = DocumentRepository(session)
+            doc = docs.get(document_id)
+            finished = JobRepository(session).get(job_id)
             if doc is None:
                 self._store.delete_document(document_id)
                 raise NotFound(f"document {document_id} was deleted while it was being replaced")
             doc.content_type, doc.content_hash, doc.size_bytes = content_type, digest, upload.payload.size
             doc.filename, doc.title, doc.metadata_ = target.filename, target.title, target.metadata
-            doc.chunk_count, doc.status, doc.error, doc.redactions = len(ids), "indexed", None, target.redactions
-            if job is not None:
-                job.status, job.lease_until = "succeeded", None
-        return doc
+            doc.chunk_count, doc.status, doc.error, doc.redactions = (
+                len(ids),
+                DocumentStatus.INDEXED,
+                None,
+                target.redactions,
+            )
+            docs.set_readers(doc, acl)
+            doc.dedup_key = settled_key(doc.id)
+            if finished is not None:
+                finished.status, finished.lease_until = JobStatus.SUCCEEDED, None
+                finished.progress_done = finished.progress_total = len(ids)
+        return doc, finished
 
-    def _record_redactions(self, doc_id: str, count: int) -> None:
-        with self._sessions.begin() as session:
-            doc = DocumentRepository(session).get(doc_id)
-            if doc is not None:
-                doc.redactions = count
-
-    def _reporter(self, job_id: str, doc_id: str | None, progress: Progress | None) -> StageProgress:
-        """Progress of a staging run into the job (with the title, settled by the first part) and ``progress``."""
-
+    def _update_progress(self, job_id: str) -> StageProgress:
         def report(done: int, total: int, title: str) -> None:
-            self._set_progress(job_id, done, total, title=title if done == 0 else None, doc_id=doc_id)
-            if progress is not None and done:
-                progress(done, total)
+            with self._sessions.begin() as session:
+                job = JobRepository(session).get(job_id)
+                if job is not None:
+                    job.progress_done, job.progress_total = done, total
+                    job.lease_until = utcnow() + self._lease  # still alive: keep the lease
 
         return report
 
-    def _set_progress(
-        self, job_id: str, done: int, total: int, *, title: str | None = None, doc_id: str | None = None
-    ) -> None:
-        with self._sessions.begin() as session:
-            job = JobRepository(session).get(job_id)
-            if job is not None:
-                job.progress_done, job.progress_total = done, total
-                job.lease_until = utcnow() + self._lease  # still alive: keep the lease
-            if title is not None and doc_id is not None:
-                doc = DocumentRepository(session).get(doc_id)
-                if doc is not None:
-                    doc.title = title
-
-    # --- update ----------------------------------------------------------------------------------
+    # --- update (title, metadata, access list) -----------------------------------------------------
     def update(
+        self,
+        document_id: str,
+        caller: Caller,
+        *,
+        title: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        acl: list[str] | None | Unset = UNSET,
+    ) -> Document:
+        """PATCH: change a readable document's title, metadata or access list in both stores."""
+        caller.require(Scope.WRITE)
+        with self._sessions() as session:
+            doc = DocumentRepository(session).visible(document_id, caller)
+        if doc is None:
+            raise NotFound(f"document {document_id} does not exist")
+        _check_writable(doc, caller)
+        if metadata is not None:
+            try:
+                check_metadata(metadata)
+            except ValueError as exc:
+                raise Unprocessable(str(exc)) from exc
+        if not isinstance(acl, Unset) and acl and not all(is_principal(p) for p in acl):
+            raise BadInput(f"acl: {PRINCIPAL_RULE}")
+        return self._apply(document_id, title=title, metadata=metadata, acl=acl)
+
+    def _apply(
         self,
         document_id: str,
         *,
@@ -343,12 +437,12 @@ class IngestService:
         metadata: dict[str, Any] | None = None,
         acl: list[str] | None | Unset = UNSET,
     ) -> Document:
-        """Change title, metadata or ACL in both stores. Whichever side restricts access is written first, so a
-        crash in between never shows the document's text to more readers than either ACL allows."""
+        """Whichever side restricts access is written first, so a crash in between never shows the document's
+        text to more readers than either access list allows."""
         with self._sessions.begin() as session:
             docs = DocumentRepository(session)
             doc = docs.get(document_id)
-            if doc is None:
+            if doc is None or doc.status == DocumentStatus.DELETING:
                 raise NotFound(f"document {document_id} does not exist")
             opening_up = not isinstance(acl, Unset) and (
                 acl is None or (doc.acl is not None and set(doc.acl) <= set(acl))
@@ -361,20 +455,45 @@ class IngestService:
                 doc.metadata_ = metadata
             if not isinstance(acl, Unset):
                 docs.set_readers(doc, acl)
+            doc.dedup_key = settled_key(doc.id)
         if opening_up:
             self._store.update_document(document_id, title=title, metadata=metadata, acl=acl)
         return doc
 
-    # --- delete ----------------------------------------------------------------------------------
-    def delete(self, document_id: str) -> None:
-        """Mark the document ``deleting`` (it disappears from every read at once), remove its chunks, then its
-        row. A crash at any point is finished by ``recover()`` at the next start."""
+    # --- delete ------------------------------------------------------------------------------------
+    def delete(self, document_id: str, caller: Caller) -> None:
+        """Mark the document ``deleting`` (it disappears from every read at once), stop its job if one runs,
+        remove its chunks, then its row. A crash at any point is finished by ``recover()`` at the next start."""
+        caller.require(Scope.WRITE)
+        with self._sessions.begin() as session:
+            doc = DocumentRepository(session).visible(document_id, caller)
+            if doc is None:
+                raise NotFound(f"document {document_id} does not exist")
+            _check_writable(doc, caller)
+            doc.status = DocumentStatus.DELETING
+        self.jobs.cancel(document_id)
+        self._finish_delete(document_id)
+
+    def delete_origin(self, origin: str) -> int:
+        """Delete every document a source made (the source was removed); returns how many."""
+        with self._sessions() as session:
+            ids = [doc.id for doc in DocumentRepository(session).of_origin(origin)]
+        for doc_id in ids:
+            self._delete_quietly(doc_id)
+        return len(ids)
+
+    def _delete_quietly(self, document_id: str) -> None:
+        """Remove a document this service decided is superseded (the caller's rights were checked already)."""
         with self._sessions.begin() as session:
             doc = DocumentRepository(session).get(document_id)
-            if doc is None or doc.status == "deleting":
-                raise NotFound(f"document {document_id} does not exist")
-            doc.status = "deleting"
-        self._finish_delete(document_id)
+            if doc is None or doc.status == DocumentStatus.DELETING:
+                return
+            doc.status = DocumentStatus.DELETING
+        self.jobs.cancel(document_id)
+        try:
+            self._finish_delete(document_id)
+        except Exception:  # it stays "deleting", invisible; recover() finishes it
+            log.exception("could not finish deleting document %s; the next start finishes it", document_id)
 
     def _finish_delete(self, document_id: str) -> None:
         self._store.delete_document(document_id)
@@ -385,12 +504,25 @@ class IngestService:
                 docs.delete(doc)
         self._blobs.delete(document_id)
 
+    # --- collections, consistency, counts ----------------------------------------------------------
+    def configure_collection(self, name: str, *, redact_pii: bool) -> tuple[str, bool]:
+        """Create a collection or change its settings (PII redaction applies to documents ingested after)."""
+        for attempt in (1, 2):
+            try:
+                with self._sessions.begin() as session:
+                    coll = CollectionRepository(session).ensure(name)
+                    coll.redact_pii = redact_pii
+                    return coll.name, coll.redact_pii
+            except IntegrityError:  # an upload created the collection at the same moment: it exists now
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def active_job_counts(self) -> dict[str, int]:
         """Ingest jobs queued and running now (for the metrics)."""
         with self._sessions() as session:
             return JobRepository(session).active_counts()
 
-    # --- consistency (app.ingest.consistency) -------------------------------------------------------
     def inspect(self) -> Inconsistencies:
         """Differences between the metadata store and the chunk store."""
         return inspect(self._sessions, self._store)
@@ -398,3 +530,20 @@ class IngestService:
     def recover(self, report: Inconsistencies | None = None) -> Inconsistencies:
         """Repair what a crash can leave (see app.ingest.consistency.recover)."""
         return recover(self._sessions, self._store, self._finish_delete, report)
+
+
+def _check_writable(doc: Document, caller: Caller) -> None:
+    """A readable document the caller may change: in a collection it may write, and made by clients. What a
+    registered source or the folder ingest made is theirs to change (an admin may still do anything)."""
+    caller.check_write(doc.collection)
+    if doc.origin != ORIGIN_API and not caller.is_admin:
+        what = "a registered source" if doc.origin.startswith("source:") else "the folder ingest"
+        raise Forbidden(
+            f"document {doc.id} is kept in step by {what}: change the source (or its files) instead, or ask an admin"
+        )
+
+
+def settled_key(document_id: str) -> str:
+    """The dedup key of a document that has changed since it was uploaded: its own, unique. Only a fresh upload
+    is deduplicated against the bytes it came with."""
+    return hashlib.sha256(f"document:{document_id}".encode()).hexdigest()

@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
-
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.ingest.service import IngestService
-from app.stores.sql.repositories import JobRepository
 
 log = logging.getLogger(__name__)
 
 
 class JobWorker:
-    def __init__(
-        self,
-        sessions: sessionmaker[Session],
-        ingest: IngestService,
-        threads: int = 1,
-        poll_seconds: float = 1.0,
-        lease_s: float = 120.0,
-    ) -> None:
-        self._lease = timedelta(seconds=lease_s)
-        self._sessions = sessions
-        self._ingest = ingest
+    def __init__(self, ingest: IngestService, threads: int = 1, poll_seconds: float = 1.0) -> None:
+        self._jobs = ingest.jobs
         self._threads = [
             threading.Thread(target=self._loop, name=f"ingest-worker-{i}", daemon=True) for i in range(threads)
         ]
@@ -64,13 +51,12 @@ class JobWorker:
             self._wake.clear()
 
     def _run_one(self) -> bool:
-        with self._sessions.begin() as session:
-            job = JobRepository(session).claim_next(self._lease)
-            job_id = job.id if job else None
-        if job_id is None:
+        claimed = self._jobs.claim_next()
+        if claimed is None:
             return False
+        job_id, holder = claimed
         try:
-            self._ingest.run_job(job_id)
+            self._jobs.run(job_id, holder)
         except Exception:
             log.exception("job %s failed", job_id)
         return True

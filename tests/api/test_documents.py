@@ -95,7 +95,7 @@ def test_wait_false_queues_then_a_worker_indexes(client, container):
     assert body["status"] == "queued" and body["job"]["status"] == "queued"
     from app.ingest.worker import JobWorker
 
-    assert JobWorker(container.sessions, container.ingest).run_pending() == 1
+    assert JobWorker(container.ingest).run_pending() == 1
     done = client.get(f"/v1/documents/{body['id']}").json()
     assert done["status"] == "indexed"
     assert done["job"]["status"] == "succeeded"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from app.ingest.service import IngestService, Upload
+from app.access.caller import SYSTEM
+from app.ingest.service import IngestService
+from app.ingest.upload import Outcome, Upload
 from app.ingest.worker import JobWorker
 from app.stores.vector.opensearch import OpenSearchChunkStore
 from tests.helpers import PROBLEM, upload_text
@@ -15,7 +17,7 @@ def test_job_status_progress_and_listing(client, container):
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "queued" and job["attempts"] == 0 and job["document_id"] == queued.json()["id"]
     assert [j["id"] for j in client.get("/v1/jobs", params={"status": "queued"}).json()["items"]] == [job_id]
-    assert JobWorker(container.sessions, container.ingest).run_pending() == 1
+    assert JobWorker(container.ingest).run_pending() == 1
     done = client.get(f"/v1/jobs/{job_id}").json()
     assert done["status"] == "succeeded" and done["attempts"] == 1
     assert done["progress_done"] == done["progress_total"] == 1
@@ -33,10 +35,17 @@ def test_unparseable_file_fails_at_once_with_a_reason(client, container):
     if r.status_code == 422:  # refused before queueing: also a clear answer
         return
     assert r.status_code == 202
-    JobWorker(container.sessions, container.ingest).run_pending()
+    JobWorker(container.ingest).run_pending()
     doc = client.get(f"/v1/documents/{r.json()['id']}").json()
     assert doc["status"] == "failed" and "PDF" in doc["error"]
     assert doc["job"]["status"] == "failed" and doc["job"]["attempts"] == 1
+
+
+def run(ingest: IngestService, job_id: str):
+    """Claim a queued job and run it, as a worker does."""
+    holder = ingest.jobs.claim(job_id)
+    assert holder is not None
+    return ingest.jobs.run(job_id, holder)
 
 
 def _ingest_with(container, store, **kw) -> IngestService:
@@ -58,13 +67,15 @@ def test_a_store_outage_is_retried_with_backoff_then_succeeds(client, container,
         settings.model_copy(update={"opensearch_url": "http://127.0.0.1:9", "opensearch_timeout_s": 0.5})
     )
     during_outage = _ingest_with(container, dead, max_attempts=3, backoff_s=0.0)
-    submitted = during_outage.submit(Upload.of_bytes(b"The staff canteen serves curry on Wednesdays."))
-    doc = during_outage.run_job(submitted.job.id)
+    submitted = during_outage.upsert(
+        Upload.of_bytes(b"The staff canteen serves curry on Wednesdays."), SYSTEM, wait=False
+    )
+    doc = run(during_outage, submitted.job.id)
     assert doc.status == "queued" and "retrying" in doc.error
     job = client.get(f"/v1/jobs/{submitted.job.id}").json()
     assert job["status"] == "queued" and job["attempts"] == 1 and "retrying" in job["error"]
     # the store is back: the worker takes the job again and finishes it
-    assert JobWorker(container.sessions, container.ingest).run_pending() == 1
+    assert JobWorker(container.ingest).run_pending() == 1
     done = client.get(f"/v1/documents/{doc.id}").json()
     assert done["status"] == "indexed" and done["error"] is None and done["job"]["attempts"] == 2
     assert client.post("/v1/search", json={"query": "canteen curry"}).json()["results"][0]["document_id"] == doc.id
@@ -75,8 +86,8 @@ def test_store_outage_past_the_attempt_budget_fails_with_the_reason(container, s
         settings.model_copy(update={"opensearch_url": "http://127.0.0.1:9", "opensearch_timeout_s": 0.5})
     )
     ingest = _ingest_with(container, dead, max_attempts=1, backoff_s=0.0)
-    submitted = ingest.submit(Upload.of_bytes(b"Umbrellas can be borrowed at reception."))
-    doc = ingest.run_job(submitted.job.id)
+    submitted = ingest.upsert(Upload.of_bytes(b"Umbrellas can be borrowed at reception."), SYSTEM, wait=False)
+    doc = run(ingest, submitted.job.id)
     assert doc.status == "failed" and "OpenSearch" in doc.error
 
 
@@ -130,9 +141,119 @@ def test_concurrent_uploads_of_one_text_into_a_new_collection_make_one_document(
 
         def submit(_: int, text: bytes = text, barrier: threading.Barrier = barrier, round_: int = round_):
             barrier.wait()
-            return container.ingest.submit(Upload.of_bytes(text, collection=f"fresh-{round_}"))
+            return container.ingest.upsert(Upload.of_bytes(text, collection=f"fresh-{round_}"), SYSTEM, wait=False)
 
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(submit, range(8)))
         assert len({r.document.id for r in results}) == 1
-        assert sum(r.created for r in results) == 1
+        assert sum(r.outcome == Outcome.QUEUED and r.job is not None for r in results) == 8
+
+
+class SlowEmbedder:
+    """A provider whose every batch takes a while: long enough for leases to run out during one job."""
+
+    def __init__(self, inner, seconds: float) -> None:
+        self.inner, self.seconds, self.calls = inner, seconds, 0
+        self.model_id, self.dimension = inner.model_id, inner.dimension
+
+    def embed_documents(self, texts):
+        import time
+
+        self.calls += 1
+        time.sleep(self.seconds)
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text):
+        return self.inner.embed_query(text)
+
+
+def _slow_ingest(container, seconds: float, **kw) -> tuple[IngestService, SlowEmbedder]:
+    slow = SlowEmbedder(container.embedder, seconds)
+    ingest = IngestService(
+        container.sessions,
+        container.store,
+        slow,
+        container.analyzer,
+        container.ingest._blobs,
+        chunk_size=200,
+        chunk_overlap=0,
+        max_upload_bytes=10_000_000,
+        embed_batch_size=2,
+        **kw,
+    )
+    return ingest, slow
+
+
+LONG = "\n\n".join(
+    f"Paragraph {i}: the archive room on floor {i} keeps the records of year {2000 + i}." for i in range(24)
+)
+
+
+def test_a_job_whose_worker_keeps_dying_is_given_up_with_a_reason(client, container):
+    """Issue 12, item 5: with KS_JOB_MAX_ATTEMPTS=2, kill/restart cycles left a job running with attempts 5."""
+    ingest, _ = _slow_ingest(container, 0.0, max_attempts=2, lease_s=0.2)
+    queued = ingest.upsert(Upload.of_bytes(b"The mail room opens at nine."), SYSTEM, wait=False)
+    import time
+
+    for _ in range(2):  # a worker claims the job and dies with it (no heartbeat, no result)
+        assert ingest.jobs.claim_next() is not None
+        time.sleep(0.3)  # its lease runs out
+    claimed = ingest.jobs.claim_next()
+    assert claimed is not None
+    doc = ingest.jobs.run(*claimed)
+    assert doc.status == "failed" and "gave up after 2 attempts" in doc.error
+    job = client.get(f"/v1/jobs/{queued.job.id}").json()
+    assert job["status"] == "failed" and job["attempts"] == 3 and "worker stopped" in job["error"]
+    assert ingest.jobs.claim_next() is None  # never taken again
+
+
+def test_a_long_job_keeps_its_lease_and_runs_once(client, container):
+    """Item 5: a parse longer than KS_JOB_LEASE_S ran the same job twice; the heartbeat now renews the lease."""
+    import threading
+
+    ingest, slow = _slow_ingest(container, 0.4, lease_s=0.6)  # 12 batches of 0.4 s: about 5 s, leases of 0.6 s
+    queued = ingest.upsert(Upload.of_bytes(LONG.encode()), SYSTEM, wait=False)
+    claimed = ingest.jobs.claim_next()
+    assert claimed is not None
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault("doc", ingest.jobs.run(*claimed)))
+    runner.start()
+    stolen = []
+    while runner.is_alive():  # another worker keeps asking for work the whole time
+        stolen.append(ingest.jobs.claim_next())
+        runner.join(0.25)
+    assert not any(stolen), "another worker took a job whose worker was alive"
+    assert result["doc"].status == "indexed"
+    job = client.get(f"/v1/jobs/{queued.job.id}").json()
+    assert job["status"] == "succeeded" and job["attempts"] == 1
+    assert slow.calls == job["progress_total"] // 2 + job["progress_total"] % 2  # every batch embedded once
+
+
+def test_deleting_a_document_stops_its_running_job(client, container):
+    """Item 5: a deleted document's job kept the embedder busy for minutes and left staged chunks."""
+    import threading
+    import time
+
+    ingest, slow = _slow_ingest(container, 0.3, lease_s=30)
+    queued = ingest.upsert(Upload.of_bytes(LONG.encode()), SYSTEM, wait=False)
+    claimed = ingest.jobs.claim_next()
+    errors = []
+
+    def work():
+        try:
+            ingest.jobs.run(*claimed)
+        except Exception as exc:  # the job ends with "deleted while it was being ingested"
+            errors.append(exc)
+
+    runner = threading.Thread(target=work)
+    runner.start()
+    while slow.calls < 2:
+        time.sleep(0.05)
+    ingest.delete(queued.document.id, SYSTEM)
+    stopped_at = slow.calls
+    runner.join(10)
+    assert not runner.is_alive()
+    assert slow.calls <= stopped_at + 1  # at most the batch in flight finishes
+    assert errors and "deleted" in str(errors[0])
+    assert container.store.count(queued.document.id) == 0  # nothing staged stays
+    assert container.ingest.inspect().clean

@@ -74,9 +74,11 @@ def test_a_bad_replacement_keeps_the_old_version(client, container):
     assert client.get(f"/v1/documents/{doc['id']}").json()["chunk_count"] == doc["chunk_count"]
     assert _doc_hits(client, "north", doc["id"])
     assert client.put("/v1/documents/0123456789abcdef0123456789abcdef", json={"text": "x"}).status_code == 404
+    # Another document may hold the same text: they stay two documents (each keeps its own id and access list).
     twin = upload_text(client, "Some other text entirely.")
-    clash = client.put(f"/v1/documents/{doc['id']}", json={"text": "Some other text entirely."})
-    assert clash.status_code == 409 and twin["id"] in clash.json()["detail"]
+    same = client.put(f"/v1/documents/{doc['id']}", json={"text": "Some other text entirely."})
+    assert same.status_code == 200 and same.json()["id"] == doc["id"] != twin["id"]
+    assert client.get(f"/v1/documents/{twin['id']}").json()["status"] == "indexed"
 
 
 def test_staged_chunks_left_by_a_crash_are_removed_on_recovery(client, container):

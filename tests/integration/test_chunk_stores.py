@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from app.core.errors import BadInput, ConfigurationError, StoreUnavailable
-from app.text.analysis import default_analyzer
 from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore, IndexInfo, SourcePosition
 from app.stores.vector.embedded import EmbeddedChunkStore
+from app.text.analysis import default_analyzer
 
 DIM = 8
 INFO = IndexInfo(embedding_model="test-embedder", dimension=DIM)

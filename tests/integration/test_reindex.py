@@ -21,10 +21,10 @@ import pytest
 
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
-from app.text.analysis import default_analyzer
+from app.ingest.reindex import reindex
 from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore, IndexInfo, SourcePosition
 from app.stores.vector.factory import build_chunk_store
-from app.ingest.reindex import reindex
+from app.text.analysis import default_analyzer
 
 BIN = Path(sys.executable).parent / "knowledge-search"
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.config import Settings
 from app.container import build_container
+from app.core.config import Settings
 from app.ingest import payload as payload_module
 from app.ingest.worker import JobWorker
 from app.main import create_app
@@ -69,7 +69,7 @@ def test_queued_originals_wait_in_s3_and_leave_it_once_indexed(
     assert stored == MEMO
     assert not (settings.data_dir / "blobs").exists() or not any((settings.data_dir / "blobs").iterdir())
 
-    assert JobWorker(container.sessions, container.ingest).run_pending() == 1
+    assert JobWorker(container.ingest).run_pending() == 1
     doc = client.get(f"/v1/documents/{doc_id}").json()
     assert doc["status"] == "indexed", doc
     assert _keys(s3, queue_bucket) == []  # gone once indexed
@@ -84,7 +84,7 @@ def test_a_job_whose_original_is_gone_fails_with_what_to_do(queued: tuple[TestCl
     r = client.post("/v1/documents?wait=false", json={"text": "The gym opens at six."})
     doc_id = r.json()["id"]
     s3.delete_object(Bucket=queue_bucket, Key=f"queue/{doc_id}")
-    JobWorker(container.sessions, container.ingest).run_pending()
+    JobWorker(container.ingest).run_pending()
     doc = client.get(f"/v1/documents/{doc_id}").json()
     assert doc["status"] == "failed"
     assert "upload the document again" in doc["error"] and doc["job"]["attempts"] == 1

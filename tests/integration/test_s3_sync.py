@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from app.core.config import Settings
 from app.container import build_container
+from app.core.config import Settings
 from app.main import create_app
 from app.stores.sql.repositories import DocumentRepository
 from tests.helpers import PROBLEM
@@ -44,16 +44,32 @@ def bucket(s3: Any) -> str:
     return name
 
 
-def run_sync(client: TestClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
-    r = client.post("/v1/sources/s3/sync", json=body, headers=headers)
+def register(
+    client: TestClient,
+    bucket: str,
+    prefix: str = "docs/",
+    collection: str = "s3docs",
+    name: str | None = None,
+    headers: dict[str, str] | None = None,
+    **more: Any,
+) -> str:
+    name = name or f"src-{uuid.uuid4().hex[:8]}"
+    body = {"name": name, "bucket": bucket, "prefix": prefix, "collection": collection, **more}
+    r = client.post("/v1/sources", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    return name
+
+
+def run_sync(client: TestClient, name: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    r = client.post(f"/v1/sources/{name}/sync", headers=headers)
     assert r.status_code == 202, r.text
     job = r.json()
-    assert job["status"] in ("queued", "running", "succeeded", "failed")
+    assert job["status"] in ("queued", "running", "succeeded", "failed") and job["source"] == name
     deadline = time.monotonic() + 180
     while job["status"] in ("queued", "running"):
         assert time.monotonic() < deadline, f"sync never finished: {job}"
         time.sleep(0.1)
-        r = client.get(f"/v1/sources/s3/sync/{job['id']}", headers=headers)
+        r = client.get(f"/v1/sources/{name}/syncs/{job['id']}", headers=headers)
         assert r.status_code == 200, r.text
         job = r.json()
     return job
@@ -75,7 +91,7 @@ def listed(client: TestClient) -> dict[str, dict[str, Any]]:
 
 
 def test_sync_new_unchanged_then_modified_deleted_new(client: TestClient, container: Any, s3: Any, bucket: str):
-    body = {"bucket": bucket, "prefix": "docs/", "collection": "s3docs"}
+    body = register(client, bucket)
     first = run_sync(client, body)
     assert first["status"] == "succeeded", first
     assert first["counts"] == counts(scanned=4, new=3, failed=1)
@@ -85,6 +101,7 @@ def test_sync_new_unchanged_then_modified_deleted_new(client: TestClient, contai
 
     docs = listed(client)
     base = f"s3://{bucket}/docs/"
+    origin = "source:" + client.get(f"/v1/sources/{body}").json()["id"]
     assert set(docs) == {
         base + "leave.md",
         base + "parking.txt",
@@ -94,8 +111,8 @@ def test_sync_new_unchanged_then_modified_deleted_new(client: TestClient, contai
         d["status"] == "indexed" and d["metadata"]["source"] == "s3" and d["metadata"]["etag"] for d in docs.values()
     )
     with container.sessions() as session:
-        found = DocumentRepository(session).by_external_id("s3docs", base + "parking.txt")
-        assert found is not None and found.id == docs[base + "parking.txt"]["id"]
+        [found] = DocumentRepository(session).with_external_id("s3docs", base + "parking.txt", origin, None)
+        assert found.id == docs[base + "parking.txt"]["id"]
     assert hits(client, "where do visitors park")[0]["document_id"] == docs[base + "parking.txt"]["id"]
     assert hits(client, "在宅勤務は何日")[0]["document_id"] == docs[base + "ja/在宅勤務.md"]["id"]
     assert hits(client, "paid leave", "hybrid")[0]["metadata"]["s3_uri"] == base + "leave.md"
@@ -132,23 +149,27 @@ def test_sync_new_unchanged_then_modified_deleted_new(client: TestClient, contai
 
 def test_missing_bucket_fails_the_job_with_a_clear_error(client: TestClient, s3: Any):
     missing = f"ks-missing-{uuid.uuid4().hex[:8]}"
-    job = run_sync(client, {"bucket": missing, "collection": "s3docs"})
+    name = register(client, missing, prefix="")
+    job = run_sync(client, name)
     assert job["status"] == "failed"
     assert missing in job["error"] and "does not exist" in job["error"]
     assert job["counts"] == counts()
-    assert client.get("/v1/sources/s3/sync/nope").status_code == 404
+    assert client.get(f"/v1/sources/{name}/syncs/nope").status_code == 404
+    assert client.post("/v1/sources/nope/sync").status_code == 404
 
 
 @pytest.mark.parametrize(
     "name", ["ab", "Upper-Case", "under_score", "my..bucket", "192.168.0.1", "xn--bucket", "-dash"]
 )
 def test_bad_bucket_name_is_422_problem(client: TestClient, name: str):
-    r = client.post("/v1/sources/s3/sync", json={"bucket": name})
+    r = client.post("/v1/sources", json={"name": "bad", "bucket": name})
     assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM)
     assert "bucket" in r.json()["detail"]
 
 
-def test_write_scope_and_collection_are_required(settings: Settings, embedder: Any, s3: Any, bucket: str):
+def test_only_an_admin_chooses_what_is_synced_and_who_reads_it(settings: Settings, embedder: Any, s3: Any, bucket: str):
+    """Issue 12, item 1: a write (or sync) key cannot point the service's credentials at a bucket, nor choose the
+    access list or the collection of what comes out of it."""
     container = build_container(settings.model_copy(update={"admin_key": SecretStr(ADMIN)}), embedder=embedder)
     try:
         with TestClient(create_app(container=container)) as client:
@@ -159,24 +180,59 @@ def test_write_scope_and_collection_are_required(settings: Settings, embedder: A
                 assert r.status_code == 201, r.text
                 return {"Authorization": f"Bearer {r.json()['key']}"}
 
-            reader = key(scopes=["read"])
-            other = key(scopes=["read", "write"], collections=["other"])
-            body = {"bucket": bucket, "prefix": "docs/", "collection": "s3docs"}
-            for headers in (reader, other):
-                r = client.post("/v1/sources/s3/sync", json=body, headers=headers)
+            eve = key(scopes=["read", "write"], principals=["user:eve"])
+            syncer = key(scopes=["sync"])
+            elsewhere = key(scopes=["sync", "read"], collections=["other"])
+            hr = key(scopes=["read"], principals=["group:hr"])
+            loot = {"name": "loot", "bucket": bucket, "prefix": "", "collection": "eve-loot", "acl": ["user:eve"]}
+            for headers in (eve, syncer):
+                r = client.post("/v1/sources", json=loot, headers=headers)
                 assert r.status_code == 403 and r.headers["content-type"].startswith(PROBLEM), r.text
-            assert client.post("/v1/sources/s3/sync", json=body).status_code == 401
+            # the sync call of old, which took a bucket from its caller, is gone: "s3" is no registered source
+            old = {"bucket": bucket, "prefix": "", "collection": "eve-loot", "acl": ["user:eve"]}
+            assert client.post("/v1/sources/s3/sync", json=old, headers=syncer).status_code == 404
+            assert client.post("/v1/sources", json=loot).status_code == 401
 
-            job = run_sync(client, {**body, "acl": ["group:hr"]}, headers=admin)
+            name = register(client, bucket, acl=["group:hr"], headers=admin)
+            assert client.post(f"/v1/sources/{name}/sync", headers=eve).status_code == 403  # no sync scope
+            assert client.post(f"/v1/sources/{name}/sync", headers=elsewhere).status_code == 404  # not its collection
+            assert client.get("/v1/sources", headers=elsewhere).json()["items"] == []
+            job = run_sync(client, name, headers=syncer)
             assert job["counts"]["new"] == 3
-            assert client.get(f"/v1/sources/s3/sync/{job['id']}", headers=other).status_code == 404
+            assert client.get(f"/v1/sources/{name}/syncs/{job['id']}", headers=elsewhere).status_code == 404
             docs = client.get("/v1/documents", params={"collection": "s3docs"}, headers=admin).json()["items"]
-            assert {d["acl"][0] for d in docs} == {"group:hr"}
+            assert {tuple(d["acl"]) for d in docs} == {("group:hr",)}  # the admin's access list, not the caller's
+            seen = client.post("/v1/search", json={"query": "visitors park", "mode": "keyword"}, headers=eve).json()
+            assert seen["results"] == []
+            found = client.post("/v1/search", json={"query": "visitors park", "mode": "keyword"}, headers=hr).json()
+            assert found["results"] and found["results"][0]["collection"] == "s3docs"
+            # what a source made is the source's: a writer cannot re-label or delete it through the API
+            doc_id = docs[0]["id"]
+            writer_hr = key(scopes=["read", "write"], principals=["group:hr"])
+            assert client.patch(f"/v1/documents/{doc_id}", json={"acl": None}, headers=writer_hr).status_code == 403
+            assert client.delete(f"/v1/documents/{doc_id}", headers=writer_hr).status_code == 403
+
             events = client.get("/v1/audit", params={"action": "sync"}, headers=admin).json()["items"]
-            assert [e["status"] for e in events] == [202, 403]  # newest first; the read-only key fails its scope
-            assert events[0]["target_ids"] == [job["id"], f"s3://{bucket}/docs/"]
+            assert [e["status"] for e in events] == [202, 404, 403, 404]  # newest first
+            assert events[0]["target_ids"][1] == name
+            refused = client.get("/v1/audit", params={"action": "source.create"}, headers=admin).json()["items"]
+            assert [e["status"] for e in refused] == [201, 401, 403, 403]
     finally:
         container.close()
+
+
+def test_a_planted_external_id_never_captures_a_sync(client: TestClient, s3: Any, bucket: str):
+    """Issue 12, item 2: s3:// ids belong to sources; a sync only ever sees documents it made."""
+    planted = {"text": "placeholder", "external_id": f"s3://{bucket}/docs/parking.txt", "acl": ["user:eve"]}
+    r = client.post("/v1/documents", json={**planted, "collection": "s3docs"})
+    assert r.status_code == 422 and "belong to the sources" in r.json()["detail"]
+    # an id outside the reserved schemes is the client's own, and the sync leaves such a document alone
+    own = client.post("/v1/documents", json={"text": "placeholder", "collection": "s3docs", "external_id": "parking"})
+    assert own.status_code == 201
+    job = run_sync(client, register(client, bucket, acl=["group:hr"]))
+    assert job["counts"]["new"] == 3 and job["counts"]["modified"] == 0
+    mine = client.get(f"/v1/documents/{own.json()['id']}").json()
+    assert mine["acl"] is None and mine["chunk_count"] == 1  # untouched
 
 
 @pytest.mark.process
@@ -195,7 +251,7 @@ def test_cli_ingest_s3_prints_the_counts(settings: Settings, aws_env: dict[str, 
         return subprocess.run([str(BIN), *args], env=env, capture_output=True, text=True, timeout=300)
 
     uri = f"s3://{bucket}/docs/"
-    first = run("ingest", uri, "--collection", "s3cli")
+    first = run("ingest", uri, "--collection", "s3cli")  # registers a source for exactly this place
     assert first.returncode == 1, first.stderr  # one object failed
     assert "scanned 4, new 3, modified 0, unchanged 0, deleted 0, failed 1" in first.stdout, first.stdout
     assert "docs/broken.pdf" in first.stderr
@@ -203,6 +259,8 @@ def test_cli_ingest_s3_prints_the_counts(settings: Settings, aws_env: dict[str, 
     assert "scanned 4, new 0, modified 0, unchanged 3, deleted 0, failed 1" in again.stdout, again.stdout
     found = run("search", "where do visitors park", "--top-k", "1", "--collection", "s3cli")
     assert found.returncode == 0 and "B2" in found.stdout
+    listed = run("sources", "list")
+    assert listed.returncode == 0 and bucket in listed.stdout and "s3cli" in listed.stdout
 
     missing = run("ingest", f"s3://ks-missing-{uuid.uuid4().hex[:8]}/x", "--collection", "s3cli")
     assert missing.returncode == 1 and "does not exist" in missing.stderr

@@ -20,8 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from app.core.config import Settings
 from app.container import build_container
+from app.core.config import Settings
 from app.core.errors import StoreUnavailable
 from app.core.observability import RequestIdFilter, configure_logging, json_formatter
 from app.main import create_app
@@ -225,6 +225,11 @@ def test_cors_allows_only_listed_origins(make_client: MakeClient) -> None:
     assert "authorization" in ok.headers["access-control-allow-headers"].lower()
     bad = client.options("/v1/search", headers={"Origin": "https://evil.example", **PREFLIGHT})
     assert "access-control-allow-origin" not in bad.headers
+    # the API has PATCH and PUT too: a browser's preflight for them is allowed
+    for method in ("PATCH", "PUT", "DELETE"):
+        pre = {**PREFLIGHT, "Access-Control-Request-Method": method}
+        r = client.options("/v1/documents/abc", headers={"Origin": "https://portal.example", **pre})
+        assert r.status_code == 200 and method in r.headers["access-control-allow-methods"], method
 
 
 def test_large_json_bodies_get_413_problem(make_client: MakeClient) -> None:

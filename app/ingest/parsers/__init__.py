@@ -14,6 +14,7 @@ from app.ingest.payload import Payload
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "SUPPORTED_SUFFIXES",
     "SUPPORTED_TYPES",
     "Block",
     "ParseLimits",
@@ -41,6 +42,7 @@ _EXTENSIONS = {
     ".txt": TEXT, ".text": TEXT, ".md": MARKDOWN, ".markdown": MARKDOWN,
     ".html": HTML, ".htm": HTML, ".pdf": PDF, ".docx": DOCX,
 }  # fmt: skip
+SUPPORTED_SUFFIXES = frozenset(_EXTENSIONS)  # what folder ingest and sources pick up; other files are skipped
 _ALIASES = {"text/x-markdown": MARKDOWN, "application/xhtml+xml": HTML, "application/x-pdf": PDF}
 _NAMES = {TEXT: "text", MARKDOWN: "Markdown", HTML: "HTML", PDF: "PDF", DOCX: "Word .docx"}
 # Formats we recognise by their first bytes only to refuse them with a clear message.

@@ -6,23 +6,22 @@ run left unfinished are indexed on several threads, so one file is parsed while 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
-
+from app.access.caller import SYSTEM
 from app.core.errors import AppError
+from app.ingest.parsers import SUPPORTED_SUFFIXES
 from app.ingest.payload import Payload
-from app.ingest.service import IngestService, Upload
-from app.ingest.sources.sync import SUPPORTED_SUFFIXES
-from app.stores.sql.models import Document
-from app.stores.sql.repositories import DocumentRepository
+from app.ingest.service import IngestService
+from app.ingest.upload import Outcome, Upload, Upserted
+from app.stores.sql.models import ORIGIN_FOLDER
 
 ChunkProgress = Callable[[int, int], None]
-_Task = Callable[[ChunkProgress], Document]
 
 
 @dataclass(slots=True)
@@ -59,51 +58,56 @@ def find_files(paths: Iterable[Path]) -> list[Path]:
 
 
 class FolderIngest:
-    def __init__(self, ingest: IngestService, sessions: sessionmaker[Session], *, workers: int = 2) -> None:
-        self._ingest, self._sessions, self._workers = ingest, sessions, workers
+    """Each file goes through the ingest service's one way in (``upsert``) as the service itself, with the
+    folder origin: unchanged files come back unchanged, changed ones are replaced in place, and a file a killed
+    run left queued is indexed now."""
+
+    def __init__(self, ingest: IngestService, *, workers: int = 2) -> None:
+        self._ingest, self._workers = ingest, workers
 
     def run(
         self, files: list[Path], collection: str, metadata: dict[str, Any], progress: FolderProgress | None = None
     ) -> FolderReport:
         progress = progress or FolderProgress()
-        report, tasks = FolderReport(), {}
+        report = FolderReport()
         progress.checking(len(files))
-        for path in files:  # hashing is sequential: it reads the disk, which threads would not speed up
-            try:
-                task = self._task(path, collection, metadata)
-            except AppError as exc:
-                self._fail(report, path, exc.detail, progress)
-            else:
-                if task is None:
-                    report.unchanged += 1
-                else:
-                    tasks[path] = task
-            progress.checked(path)
-        progress.indexing(len(tasks))
+        progress.indexing(len(files))
         counts: dict[Path, tuple[int, int]] = {}
+        lock = threading.Lock()
 
         def chunk_progress(path: Path) -> ChunkProgress:
             def report_chunks(done: int, total: int) -> None:
-                counts[path] = (done, total)
-                values = list(counts.values())
+                with lock:
+                    counts[path] = (done, total)
+                    values = list(counts.values())
                 progress.chunks(sum(d for d, _ in values), sum(t for _, t in values))
 
             return report_chunks
 
+        def one(path: Path) -> Upserted:
+            try:
+                upload = self._upload(path, collection, metadata)
+            finally:
+                progress.checked(path)
+            return self._ingest.upsert(upload, SYSTEM, origin=ORIGIN_FOLDER, progress=chunk_progress(path))
+
         with ThreadPoolExecutor(self._workers, thread_name_prefix="folder-ingest") as pool:
-            running = {pool.submit(task, chunk_progress(path)): path for path, task in tasks.items()}
+            running = {pool.submit(one, path): path for path in files}
             for future in as_completed(running):
                 path = running[future]
                 try:
-                    doc = future.result()
+                    result = future.result()
                 except AppError as exc:
                     self._fail(report, path, exc.detail, progress)
                     continue
-                if doc.status == "indexed":
+                except OSError as exc:  # unreadable, or gone since it was listed
+                    self._fail(report, path, f"cannot read the file: {exc.strerror or exc}", progress)
+                    continue
+                if result.outcome == Outcome.UNCHANGED:
+                    report.unchanged += 1
+                else:
                     report.indexed += 1
-                    progress.finished(path, None)
-                else:  # failed, or queued again after a transient error (the next run picks it up)
-                    self._fail(report, path, doc.error or doc.status, progress)
+                progress.finished(path, None)
         return report
 
     @staticmethod
@@ -112,29 +116,15 @@ class FolderIngest:
         report.errors.append(f"{path}: {reason}")
         progress.finished(path, reason)
 
-    def _task(self, path: Path, collection: str, metadata: dict[str, Any]) -> _Task | None:
-        """What indexing this file takes; None when it is indexed already, unchanged. A file is found again by
-        its absolute path (``external_id`` ``file://...``) or, for paths over 256 characters, by its content."""
+    @staticmethod
+    def _upload(path: Path, collection: str, metadata: dict[str, Any]) -> Upload:
+        """A file is found again by its absolute path (``external_id`` ``file://...``) or, for paths over 256
+        characters, by its content."""
         uri = path.resolve().as_uri()
-        external_id = uri if len(uri) <= 256 else None
-        payload = Payload.of_file(path)
-        upload = Upload(payload, collection=collection, filename=path.name, metadata=metadata, external_id=external_id)
-        known = None
-        if external_id:
-            with self._sessions() as session:
-                doc = DocumentRepository(session).by_external_id(collection, external_id)
-                known = (doc.id, doc.status, doc.content_hash) if doc else None
-        if known is not None:
-            doc_id, status, content_hash = known
-            if status == "indexed":
-                if content_hash == payload.sha256:
-                    return None
-                return lambda _progress: self._ingest.replace(doc_id, upload)  # changed: swapped in place
-            if status == "failed":  # an earlier version failed: start again
-                self._ingest.delete(doc_id)
-        submitted = self._ingest.submit(upload)
-        unfinished = submitted.document.status in ("queued", "processing")  # left by an interrupted run
-        if not (submitted.created or unfinished) or submitted.job is None:
-            return None
-        job_id = submitted.job.id
-        return lambda chunk_progress: self._ingest.run_job(job_id, chunk_progress)
+        return Upload(
+            Payload.of_file(path),
+            collection=collection,
+            filename=path.name,
+            metadata=metadata,
+            external_id=uri if len(uri) <= 256 else None,
+        )

@@ -24,8 +24,9 @@ from botocore.exceptions import (
 )
 
 from app.core.errors import PayloadTooLarge
+from app.ingest.parsers import SUPPORTED_SUFFIXES
 from app.ingest.payload import Payload
-from app.ingest.sources.sync import SUPPORTED_SUFFIXES, SourceError, SourceObject
+from app.ingest.sources.sync import SourceError, SourceObject
 
 _MISSING_BUCKET = {"NoSuchBucket"}
 _MISSING_KEY = {"NoSuchKey", "404", "NotFound"}

@@ -1,4 +1,4 @@
-"""Sync a source prefix into a collection, counted as Bedrock Knowledge Bases' ingestion jobs count.
+"""Sync a registered source's prefix into its collection, counted as Bedrock Knowledge Bases' ingestion jobs count.
 
 Each object becomes one document whose ``external_id`` is its URI (``s3://bucket/key``) and whose metadata holds
 ``{"source": "s3", "s3_uri": ..., "etag": ...}``. A sync lists the whole prefix first, then for each object:
@@ -26,15 +26,17 @@ from typing import Any, ClassVar, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.errors import AppError, Conflict, NotFound, Unprocessable
+from app.access.caller import SYSTEM
+from app.core.errors import AppError, NotFound, Unprocessable
+from app.core.states import SyncStatus
 from app.ingest.payload import Payload
-from app.ingest.service import IngestService, Upload
-from app.stores.sql.models import Document, SyncJob, utcnow
-from app.stores.sql.repositories import DocumentRepository, SyncJobRepository
+from app.ingest.service import IngestService
+from app.ingest.upload import Outcome, Upload
+from app.stores.sql.models import Document, Source, SyncJob, utcnow
+from app.stores.sql.repositories import DocumentRepository, SourceRepository, SyncJobRepository
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = frozenset({".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"})
 MAX_ERRORS = 100  # failure lines kept per sync; the count covers them all
 EXTERNAL_ID_MAX = 256  # documents.external_id
 
@@ -94,25 +96,18 @@ class _Known:
 
     id: str
     status: str
-    content_hash: str
     etag: str | None
-    metadata: dict[str, Any]
     acl: list[str] | None
 
     @classmethod
     def of(cls, doc: Document) -> _Known:
-        meta = dict(doc.metadata_ or {})
-        return cls(doc.id, doc.status, doc.content_hash, meta.get("etag"), meta, doc.acl)
-
-
-def replace_document(ingest: IngestService, document_id: str, upload: Upload) -> Document:
-    """Swap a document's content for its object's new version, in place and atomically: it keeps its id and
-    access list, searches see the old version until every new chunk is indexed, and a new version that fails
-    (or whose content another document already has) raises and leaves the old one."""
-    return ingest.replace(document_id, upload)
+        return cls(doc.id, doc.status, (doc.metadata_ or {}).get("etag"), doc.acl)
 
 
 class SyncService:
+    """Syncs registered sources through the ingest service's one way in (``upsert``), as the service itself:
+    the documents it makes carry the source's origin, so a sync sees, changes and deletes only its own."""
+
     def __init__(
         self,
         ingest: IngestService,
@@ -129,26 +124,17 @@ class SyncService:
         self._spool = spool_dir
 
     # --- one sync --------------------------------------------------------------------------------
-    def sync(
-        self,
-        bucket: str,
-        prefix: str,
-        collection: str,
-        caller_acl: list[str] | None = None,
-        progress: SyncProgress | None = None,
-        *,
-        principals: list[str] | None = None,
-    ) -> SyncReport:
-        """Make the collection match the prefix. ``caller_acl`` is the access list of new documents (a changed
-        document keeps its own); with ``principals``, documents they may not read are left alone."""
-        listed = {self._source.uri(bucket, o.key): o for o in self._source.list(bucket, prefix)}
-        known, stale = self._known(collection, self._source.uri(bucket, prefix), principals)
+    def sync(self, source: Source, progress: SyncProgress | None = None) -> SyncReport:
+        """Make the source's collection match its prefix. New documents get the source's access list, and a
+        changed access list of the source is applied to the documents it made."""
+        listed = {self._source.uri(source.bucket, o.key): o for o in self._source.list(source.bucket, source.prefix)}
+        known, stale = self._known(source.origin)
         gone = [(uri, doc.id) for uri, doc in known.items() if uri not in listed]
         report, done, total = SyncReport(), 0, len(listed) + len(gone)
         for uri, obj in listed.items():
             report.scanned += 1
             try:
-                self._sync_object(bucket, obj, uri, collection, known.get(uri), caller_acl, report)
+                self._sync_object(source, obj, uri, known.get(uri), report)
             except Exception as exc:  # one object never stops the sync
                 report.fail(uri, _reason(exc, uri))
             done += 1
@@ -156,7 +142,7 @@ class SyncService:
                 progress(done, total, report)
         for uri, doc_id in gone:
             try:
-                self._ingest.delete(doc_id)
+                self._ingest.delete(doc_id, SYSTEM)
                 report.deleted += 1
             except NotFound:
                 pass  # deleted meanwhile
@@ -169,13 +155,12 @@ class SyncService:
             self._delete_quietly(doc_id)
         return report
 
-    def _known(self, collection: str, base: str, principals: list[str] | None) -> tuple[dict[str, _Known], list[str]]:
-        """Documents made by earlier syncs under the prefix, by URI; and the ids of older duplicates (left by two
-        syncs that raced over a changing object)."""
+    def _known(self, origin: str) -> tuple[dict[str, _Known], list[str]]:
+        """Documents this source made, by URI; and the ids of older duplicates (left by two syncs that raced)."""
         known: dict[str, _Known] = {}
         stale: list[str] = []
         with self._sessions() as session:
-            for doc in DocumentRepository(session).with_external_prefix(collection, base, principals=principals):
+            for doc in DocumentRepository(session).of_origin(origin):
                 uri = doc.external_id or ""
                 if uri in known:  # oldest first: the newer one wins
                     stale.append(known[uri].id)
@@ -183,92 +168,59 @@ class SyncService:
         return known, stale
 
     def _sync_object(
-        self,
-        bucket: str,
-        obj: SourceObject,
-        uri: str,
-        collection: str,
-        existing: _Known | None,
-        caller_acl: list[str] | None,
-        report: SyncReport,
+        self, source: Source, obj: SourceObject, uri: str, existing: _Known | None, report: SyncReport
     ) -> None:
         if len(uri) > EXTERNAL_ID_MAX:
             raise Unprocessable(f"the key is too long: at most {EXTERNAL_ID_MAX} characters with the bucket")
-        if existing is not None and existing.status != "indexed":
-            self._delete_quietly(existing.id)  # an earlier attempt that never finished: start again
-            existing = None
-        if existing is not None and existing.etag == obj.etag:
-            report.unchanged += 1
+        acl = source.acl or None
+        if existing is not None and existing.status == "indexed" and existing.etag == obj.etag:
+            if set(existing.acl or ()) != set(acl or ()):  # the admin changed the source's access list
+                self._ingest.update(existing.id, SYSTEM, acl=acl)
+            report.unchanged += 1  # the same version: not even downloaded
             return
         if obj.size > self._max_bytes:
             raise Unprocessable(f"the object is {obj.size} bytes; the limit is {self._max_bytes} (KS_MAX_UPLOAD_MB)")
-        data, etag = self._source.fetch(bucket, obj.key, self._max_bytes, self._spool)
+        data, etag = self._source.fetch(source.bucket, obj.key, self._max_bytes, self._spool)
+        name = self._source.name
+        upload = Upload(
+            data,
+            collection=source.collection,
+            filename=obj.key.rsplit("/", 1)[-1],
+            metadata={"source": name, f"{name}_uri": uri, "etag": etag},
+            acl=acl,
+            external_id=uri,
+        )
         try:
-            if existing is not None and data.sha256 == existing.content_hash:
-                self._ingest.update(existing.id, metadata={**existing.metadata, "etag": etag})  # e.g. re-uploaded
-                report.unchanged += 1
-                return
-            name = self._source.name
-            base_meta = existing.metadata if existing is not None else {}
-            upload = Upload(
-                data,
-                collection=collection,
-                filename=obj.key.rsplit("/", 1)[-1],
-                metadata={**base_meta, "source": name, f"{name}_uri": uri, "etag": etag},
-                acl=existing.acl if existing is not None else caller_acl,
-                external_id=uri,
-            )
-            if existing is None:
-                if self._index(upload) is None:
-                    report.unchanged += 1
-                else:
-                    report.new += 1
-            else:
-                replace_document(self._ingest, existing.id, upload)
-                report.modified += 1
+            result = self._ingest.upsert(upload, SYSTEM, origin=source.origin, wait=True)
         finally:
             data.discard()  # a spooled body the blob store did not take
-
-    def _index(self, upload: Upload) -> Document | None:
-        """Submit and run the ingest; a document that does not end up indexed is removed and raised. None: a
-        concurrent sync has just indexed the same object."""
-        submitted = self._ingest.submit(upload)
-        if not submitted.created:
-            other = submitted.document
-            if other.external_id == upload.external_id:
-                return None
-            raise Conflict(
-                f"the same content is already in collection {upload.collection!r} as document {other.id} "
-                f"({other.external_id or 'uploaded directly'}); identical files are stored once"
-            )
-        assert submitted.job is not None
-        doc = self._ingest.run_job(submitted.job.id)
-        if doc.status != "indexed":
-            self._delete_quietly(doc.id)
-            if doc.status == "queued":  # a transient failure (store or model briefly unavailable)
-                raise Unprocessable(f"could not be indexed now ({doc.error}); the next sync tries again")
-            raise Unprocessable(doc.error or "the document could not be indexed")
-        return doc
+        if result.outcome == Outcome.CREATED:
+            report.new += 1
+        elif result.outcome == Outcome.REPLACED and result.content_changed:
+            report.modified += 1
+        else:  # the same bytes (perhaps under a new ETag), or being indexed by a worker right now
+            report.unchanged += 1
 
     def _delete_quietly(self, doc_id: str) -> None:
         try:
-            self._ingest.delete(doc_id)
+            self._ingest.delete(doc_id, SYSTEM)
         except NotFound:
             pass
         except Exception:
             log.exception("could not delete document %s during a sync; the next sync tries again", doc_id)
 
     # --- sync jobs (persisted, so any instance can answer for them) --------------------------------
-    def start(self, bucket: str, prefix: str, collection: str, key_id: str | None = None) -> SyncJob:
-        """Record a queued sync; ``run`` does it."""
+    def start(self, source: Source, key_id: str | None = None) -> SyncJob:
+        """Record a queued sync of a registered source; ``run`` does it."""
         with self._sessions.begin() as session:
             job = SyncJobRepository(session).add(
                 SyncJob(
-                    source=self._source.name,
-                    bucket=bucket,
-                    prefix=prefix,
-                    collection=collection,
-                    status="queued",
+                    source=source.kind,
+                    source_id=source.id,
+                    bucket=source.bucket,
+                    prefix=source.prefix,
+                    collection=source.collection,
+                    status=SyncStatus.QUEUED,
                     counts=SyncReport().counts(),
                     errors=[],
                     key_id=key_id,
@@ -280,11 +232,15 @@ class SyncService:
         with self._sessions() as session:
             return SyncJobRepository(session).get(sync_id)
 
-    def run(self, sync_id: str, *, acl: list[str] | None = None, principals: list[str] | None = None) -> SyncJob | None:
+    def run(self, sync_id: str) -> SyncJob | None:
         """Run a recorded sync to its end, saving its counts as it goes (at most once a second) and at the end."""
-        job = self._save(sync_id, status="running")
+        job = self._save(sync_id, status=SyncStatus.RUNNING)
         if job is None:
             return None
+        with self._sessions() as session:
+            source = SourceRepository(session).get(job.source_id or "")
+        if source is None:
+            return self._save(sync_id, status=SyncStatus.FAILED, error="the source was removed", finished_at=utcnow())
         saved = [time.monotonic()]
 
         def progress(done: int, total: int, report: SyncReport) -> None:
@@ -293,14 +249,20 @@ class SyncService:
                 self._save(sync_id, counts=report.counts(), errors=list(report.errors))
 
         try:
-            report = self.sync(job.bucket, job.prefix, job.collection, acl, progress, principals=principals)
+            report = self.sync(source, progress)
         except AppError as exc:
-            return self._save(sync_id, status="failed", error=exc.detail, finished_at=utcnow())
+            return self._save(sync_id, status=SyncStatus.FAILED, error=exc.detail, finished_at=utcnow())
         except Exception as exc:
             log.exception("sync %s failed", sync_id)
-            return self._save(sync_id, status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=utcnow())
+            return self._save(
+                sync_id, status=SyncStatus.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=utcnow()
+            )
         return self._save(
-            sync_id, status="succeeded", counts=report.counts(), errors=list(report.errors), finished_at=utcnow()
+            sync_id,
+            status=SyncStatus.SUCCEEDED,
+            counts=report.counts(),
+            errors=list(report.errors),
+            finished_at=utcnow(),
         )
 
     def _save(self, sync_id: str, **values: Any) -> SyncJob | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +22,11 @@ from sqlalchemy import (
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from app.core.states import DocumentStatus, JobKind, JobStatus, SyncStatus
+
+ORIGIN_API = "api"
+ORIGIN_FOLDER = "folder"
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -53,11 +60,25 @@ class Collection(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+def dedup_key(
+    origin: str, owner_key: str | None, content_hash: str, acl: list[str] | None, external_id: str | None
+) -> str:
+    """What makes two uploads the same document: where it came from, who uploaded it, its bytes, who may read it
+    and the client's own id. The owner is part of it so that one key's upload never collides with (and so never
+    reveals) a document another key made that this one cannot read."""
+    readers = sorted(set(acl)) if acl else None
+    raw = json.dumps([origin, owner_key, content_hash, readers, external_id], separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
 class Document(Base):
     __tablename__ = "documents"
     __table_args__ = (
-        UniqueConstraint("collection", "content_hash", name="uq_documents_collection_content_hash"),
+        UniqueConstraint("collection", "dedup_key", name="uq_documents_collection_dedup_key"),
         Index("ix_documents_collection_created", "collection", "created_at", "id"),
+        Index("ix_documents_collection_hash", "collection", "content_hash"),
+        Index("ix_documents_collection_external", "collection", "external_id"),
+        Index("ix_documents_origin", "origin"),
         Index("ix_documents_status", "status"),
     )
 
@@ -71,7 +92,13 @@ class Document(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     acl: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     external_id: Mapped[str | None] = mapped_column(String(256))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    # Who made it: "api" (clients), "folder" (the CLI's folder ingest) or "source:<id>" (a registered source).
+    # A sync only ever sees and changes documents of its own origin.
+    origin: Mapped[str] = mapped_column(String(64), default=ORIGIN_API, server_default=ORIGIN_API)
+    # The key that uploaded it ("admin" for KS_ADMIN_KEY, None for the CLI and the loopback development mode).
+    owner_key: Mapped[str | None] = mapped_column(String(32))
+    dedup_key: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.QUEUED)
     error: Mapped[str | None] = mapped_column(Text)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     # How many PII matches were replaced at ingest (None: redaction was off).
@@ -99,13 +126,15 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     document_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(32), default="ingest")
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    kind: Mapped[str] = mapped_column(String(32), default=JobKind.INGEST)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who holds the lease (a random token per claim): a worker that lost its lease stops when it sees another's.
+    lease_holder: Mapped[str | None] = mapped_column(String(32))
     # A retried job waits until then (backoff).
     run_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -119,7 +148,9 @@ class Conversation(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     collection: Mapped[str | None] = mapped_column(String(128))
-    # Principals of the caller that started it; only they may continue or read it.
+    # The key and the principals (its own, or those it acted for) that started it: only that same key acting
+    # for those same principals may continue it.
+    key_id: Mapped[str | None] = mapped_column(String(32))
     owner: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -170,6 +201,9 @@ class AuditEvent(Base):
     target_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[int] = mapped_column(Integer)
     detail: Mapped[str | None] = mapped_column(String(512))
+    # The client's address (from X-Forwarded-For only through the trusted proxies) and the request id.
+    client_addr: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class SyncJob(Base):
@@ -179,10 +213,11 @@ class SyncJob(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     source: Mapped[str] = mapped_column(String(16), default="s3")
+    source_id: Mapped[str | None] = mapped_column(String(32))
     bucket: Mapped[str] = mapped_column(String(63))
     prefix: Mapped[str] = mapped_column(String(1024), default="")
     collection: Mapped[str] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=SyncStatus.QUEUED)
     # scanned / new / modified / unchanged / deleted / failed
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # One line per failed object, "s3://bucket/key: reason" (the first 100).
@@ -193,3 +228,25 @@ class SyncJob(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Source(Base):
+    """A place documents are synced from, registered by an admin: which bucket and prefix, into which
+    collection, readable by whom. Callers of a sync name the source, never the bucket."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="s3")
+    bucket: Mapped[str] = mapped_column(String(63))
+    prefix: Mapped[str] = mapped_column(String(1024), default="")
+    collection: Mapped[str] = mapped_column(String(128))
+    acl: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    @property
+    def origin(self) -> str:
+        return f"source:{self.id}"

@@ -1,0 +1,138 @@
+"""Search and chat: requests, results, answers with citations."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.api.schemas.common import COLLECTION_PATTERN, Filters
+from app.api.schemas.documents import SourceRead
+
+
+class FusionRequest(BaseModel):
+    """How a hybrid search merges its keyword and vector results; unset fields take the service's settings."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"method": "minmax", "weight_vector": 0.7}]}
+    )
+
+    method: Literal["rrf", "minmax", "zscore"] = Field(
+        description="rrf: reciprocal rank fusion (ranks only); minmax / zscore: weighted sum of normalized scores."
+    )
+    k: int | None = Field(None, ge=1, le=10_000, description="RRF constant (rrf only); default KS_RRF_K.")
+    weight_vector: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the vector scores, the keyword scores get 1 - it (minmax, zscore only); "
+        "default KS_FUSION_WEIGHT_VECTOR.",
+    )
+
+    @model_validator(mode="after")
+    def _fits_method(self) -> FusionRequest:
+        if self.method == "rrf" and self.weight_vector is not None:
+            raise ValueError("weight_vector applies to minmax and zscore, not to rrf (which uses k)")
+        if self.method != "rrf" and self.k is not None:
+            raise ValueError(f"k applies to rrf only, not to {self.method} (which uses weight_vector)")
+        return self
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "query": "How many days of paid leave do new employees get?",
+                    "top_k": 5,
+                    "mode": "hybrid",
+                    "collection": "hr",
+                    "filters": {"dept": "hr", "year": {"in": [2025, 2026]}},
+                }
+            ]
+        },
+    )
+
+    query: str = Field(..., min_length=1, max_length=2000, pattern=r"\S", description="What to look for.")
+    top_k: int = Field(10, ge=1, le=100)
+    collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
+    filters: Filters = Field(default_factory=dict)
+    mode: Literal["hybrid", "semantic", "keyword"] = "hybrid"
+    fusion: FusionRequest | None = Field(
+        None, description="Hybrid mode only: override how keyword and vector results are merged (KS_FUSION)."
+    )
+
+    @model_validator(mode="after")
+    def _fusion_needs_hybrid(self) -> SearchRequest:
+        if self.fusion is not None and self.mode != "hybrid":
+            raise ValueError(f"fusion applies to mode 'hybrid' only, not to {self.mode!r}")
+        return self
+
+
+class SearchResult(BaseModel):
+    chunk_id: str
+    document_id: str
+    title: str
+    text: str
+    score: float = Field(
+        description="Fused score (hybrid, see `fusion`), cosine similarity (semantic) or BM25 (keyword)."
+    )
+    metadata: dict[str, Any]
+    source: SourceRead
+    collection: str
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    took_ms: float
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "message": "有給休暇は何日もらえますか？",
+                    "collection": "default",
+                    "stream": False,
+                }
+            ]
+        },
+    )
+
+    message: str = Field(..., min_length=1, max_length=4000, pattern=r"\S", description="Your question.")
+    conversation_id: str | None = Field(None, max_length=64, description="Continue an earlier conversation.")
+    collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
+    filters: Filters = Field(default_factory=dict)
+    top_k: int | None = Field(None, ge=1, le=20, description="How many passages to ground the answer on.")
+    model: str | None = Field(
+        None,
+        max_length=256,
+        description="Another chat model the operator allows (KS_CHAT_ALLOWED_MODELS); default: KS_CHAT_MODEL.",
+    )
+    stream: bool = Field(False, description="Reply as Server-Sent Events: citations, deltas, done.")
+
+
+class CitationRead(BaseModel):
+    n: int = Field(description="The [n] marker used in the answer.")
+    document_id: str
+    chunk_id: str
+    title: str
+    quote: str = Field(description="The cited passage.")
+    source: SourceRead
+
+
+class ChatResponse(BaseModel):
+    answer: str = Field(description="The answer, with [n] markers that point at `citations`.")
+    citations: list[CitationRead]
+    conversation_id: str
+    model: str = Field(
+        description="'extractive' for the local answerer: it quotes document sentences, it does not compose new text."
+    )
+    usage: dict[str, int]
+    grounded: bool = Field(description="False when the documents did not cover the question.")
+    guardrail_intervened: bool = Field(
+        False, description="True when a guardrail replaced the answer; `answer` then holds the guardrail's message."
+    )
