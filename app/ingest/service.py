@@ -43,6 +43,7 @@ from app.ingest.consistency import Inconsistencies, inspect, recover
 from app.ingest.jobs import JobRunner, Progress
 from app.ingest.parsers import DEFAULT_LIMITS, ParseLimits, detect_content_type
 from app.ingest.pipeline import ChunkPipeline, StageProgress, Target, title_from_filename
+from app.ingest.redaction import redact_filename, redact_text, redact_value
 from app.ingest.upload import RESERVED_EXTERNAL_SCHEMES, Outcome, Upload, Upserted, same_readers
 from app.providers.base import Embedder
 from app.stores.sql.models import ORIGIN_API, Document, Job, dedup_key, utcnow
@@ -128,6 +129,7 @@ class IngestService:
         else:
             caller.check_write(upload.collection)
             target = self._by_external_id(upload, origin, caller) if upload.external_id else None
+        self._redact_fields(upload, target.collection if target is not None else upload.collection)
         if target is not None and target.status == DocumentStatus.INDEXED:
             return self._replace(target, upload, content_type, digest)
         if target is not None:  # a version that never finished (queued, processing, failed)
@@ -136,6 +138,20 @@ class IngestService:
             self._delete_quietly(target.id)  # superseded by this upload
             upload.collection = target.collection
         return self._create(upload, caller, origin, content_type, digest, wait, progress)
+
+    def _redacts(self, collection: str) -> bool:
+        with self._sessions() as session:
+            found = CollectionRepository(session).get(collection)
+            return bool(found and found.redact_pii)
+
+    def _redact_fields(self, upload: Upload, collection: str) -> None:
+        """In a collection that redacts PII, what an upload says beside its text (title, file name, metadata) is
+        redacted before it is stored anywhere, as the text is by the pipeline."""
+        if self._redacts(collection):
+            upload.title = redact_text(upload.title)[0] if upload.title else upload.title
+            upload.filename = redact_filename(upload.filename)
+            if not isinstance(upload.metadata, Unset):
+                upload.metadata = redact_value(upload.metadata)
 
     def _validate(self, upload: Upload, origin: str) -> tuple[str, str]:
         payload = upload.payload
@@ -444,6 +460,9 @@ class IngestService:
             doc = docs.get(document_id)
             if doc is None or doc.status == DocumentStatus.DELETING:
                 raise NotFound(f"document {document_id} does not exist")
+            if (title is not None or metadata is not None) and self._redacts(doc.collection):
+                title = redact_text(title)[0] if title else title
+                metadata = redact_value(metadata) if metadata is not None else None
             opening_up = not isinstance(acl, Unset) and (
                 acl is None or (doc.acl is not None and set(doc.acl) <= set(acl))
             )
