@@ -105,6 +105,16 @@ def _patch_sizes(data: bytearray, name: bytes) -> None:
             i += 4 + length
 
 
+def docx_many_parts(path: Path, parts: int = 480_000) -> Path:
+    """A .docx with hundreds of thousands of empty parts (stored): 45 MB, and an object per part in zipfile."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in _docx_parts().items():
+            archive.writestr(name, data)
+        for i in range(parts):
+            archive.writestr(f"p/{i}", b"")
+    return path
+
+
 def _deflate(chunks: Iterable[bytes]) -> bytes:
     compressor = zlib.compressobj(9)
     out = [compressor.compress(c) for c in chunks]
@@ -228,6 +238,7 @@ HOSTILE: dict[str, tuple[str, Callable[[Path], Path]]] = {
     "docx-bomb-300mb": ("bomb.docx", docx_bomb),
     "docx-bomb-lying-sizes": ("lying.docx", docx_lying_sizes),
     "docx-bomb-styles": ("styles.docx", lambda p: docx_bomb(p, 300, member="word/styles.xml", unit=b"<w:style/>")),
+    "docx-480k-parts": ("parts.docx", docx_many_parts),
     "pdf-flate-bomb-500mb": ("flate.pdf", pdf_flate_bomb),
     "pdf-flate-70mb-x16-pages": ("flate16.pdf", lambda p: pdf_flate_bomb(p, 70, pages=16)),
     "pdf-flate-15mb-x16-pages": ("flate15x16.pdf", lambda p: pdf_flate_bomb(p, 15, pages=16)),

@@ -75,6 +75,16 @@ def test_docx_with_too_many_elements_is_refused_before_python_docx_builds_them()
     assert parse(many, DOCX, ParseLimits(compression_ratio=100_000)).text == "Hello"
 
 
+@pytest.mark.parametrize("parts", [12_000, 70_000])  # 70,000 needs zip64's end record
+def test_a_docx_of_too_many_parts_is_refused_before_zipfile_reads_its_directory(tmp_path: Path, parts: int):
+    many = hostile.docx_many_parts(tmp_path / "many.docx", parts).read_bytes()
+    with pytest.raises(PayloadTooLarge) as refused:
+        detect_content_type("many.docx", many)
+    assert f"{parts + len(hostile._docx_parts()):,} parts" in refused.value.detail
+    with pytest.raises(PayloadTooLarge):
+        parse(many, DOCX)
+
+
 def test_an_ordinary_docx_passes_every_guard():
     check_zip(io.BytesIO(docx_bytes()), DEFAULT_LIMITS)
     assert "Annual leave is 25 days." in parse(docx_bytes(), DOCX).text

@@ -9,7 +9,7 @@ from pathlib import PurePath
 from app.core.errors import Unprocessable, UnsupportedMediaType
 from app.ingest.parsers import docx, html, markdown, pdf, text
 from app.ingest.parsers.base import Block, ParsedDocument
-from app.ingest.parsers.limits import DEFAULT_LIMITS, WHOLE_FILE_PARSE, ParseLimits, check_zip
+from app.ingest.parsers.limits import DEFAULT_LIMITS, WHOLE_FILE_PARSE, ParseLimits, check_zip, check_zip_directory
 from app.ingest.payload import Payload
 
 __all__ = [
@@ -95,8 +95,11 @@ def _claimed_type(filename: str | None, declared: str | None) -> str | None:
 def _is_docx_zip(payload: Payload) -> bool | None:
     """True/False for a readable zip with/without word/document.xml; None when the zip is damaged."""
     try:
-        with payload.open() as fh, zipfile.ZipFile(fh) as archive:
-            return "word/document.xml" in archive.namelist()
+        with payload.open() as fh:
+            check_zip_directory(fh)  # before zipfile makes an object of every entry
+            fh.seek(0)
+            with zipfile.ZipFile(fh) as archive:
+                return "word/document.xml" in archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError):
         return None
 
