@@ -6,12 +6,18 @@
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --upgrade pip
+# The dependencies in a layer of their own (installed through an empty stand-in of the package), so a change to
+# the code rebuilds only the last step and not every dependency.
+COPY pyproject.toml ./
+RUN mkdir -p app migrations && touch app/__init__.py migrations/__init__.py README.md \
+ && /opt/venv/bin/pip install ".[production]" \
+ && /opt/venv/bin/pip uninstall -y knowledge-search \
+ && rm -rf app migrations README.md build ./*.egg-info
+COPY README.md ./
 COPY app ./app
 COPY migrations ./migrations
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --upgrade pip \
- && /opt/venv/bin/pip install ".[production]"
+RUN /opt/venv/bin/pip install --no-deps . && rm -rf build ./*.egg-info
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

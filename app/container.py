@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, text
@@ -11,9 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.access.audit import AuditLog
 from app.access.keys import KeyService
-from app.access.ratelimit import KeyRateLimiter
+from app.access.ratelimit import RateLimiter, build_rate_limiter
 from app.chat.service import ChatService
 from app.core.config import Settings
+from app.core.errors import StoreUnavailable
 from app.core.events import Observers
 from app.ingest.blobs import build_blob_store, clear_stale_spool
 from app.ingest.catalog import Catalog
@@ -23,8 +25,11 @@ from app.ingest.sources import SourceRegistry, SyncService, build_s3_sync
 from app.ingest.worker import JobWorker
 from app.providers.base import ChatModel, Embedder, ObservedEmbedder
 from app.providers.factory import build_chat_model, build_embedder, build_reranker
+from app.search.second_stage import SentenceRescorer
 from app.search.service import SearchService
+from app.stores.readiness import Readiness
 from app.stores.sql import migrate
+from app.stores.sql.migrate import SchemaGate
 from app.stores.sql.session import build_engine, build_session_factory
 from app.stores.vector.base import ChunkStore, IndexInfo
 from app.stores.vector.factory import build_chunk_store
@@ -49,9 +54,11 @@ class Container:
     keys: KeyService
     sources: SourceRegistry
     audit: AuditLog
-    rate_limiter: KeyRateLimiter
+    rate_limiter: RateLimiter
     # Services report searches, ingest jobs and model calls here; the app attaches its metrics.
     observers: Observers
+    # Whether the database carries this code's schema (API calls answer 503 naming `migrate` until it does).
+    schema: SchemaGate
     worker: JobWorker | None = None
     _s3_sync: SyncService | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -67,12 +74,26 @@ class Container:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
+    _closing: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def readiness(self) -> Readiness:
+        return Readiness(self.engine, self.schema, self.store, self.settings.ready_timeout_s)
+
     def start_workers(self) -> None:
-        """Repair what an earlier crash left (in the background), then run queued jobs."""
+        """Repair what an earlier crash left (in the background), then run queued jobs; both wait until the
+        database has been migrated."""
         if self.settings.ingest_workers > 0 and self.worker is None:
-            threading.Thread(target=self._recover, name="recover", daemon=True).start()
             self.worker = JobWorker(self.ingest, threads=self.settings.ingest_workers)
-            self.worker.start()
+            threading.Thread(target=self._recover_then_work, name="recover", daemon=True).start()
+
+    def _recover_then_work(self) -> None:
+        if not self.schema.wait(self._closing):
+            return
+        worker = self.worker
+        if worker is not None and not self._closing.is_set():
+            worker.start()
+        self._recover()
 
     def _recover(self) -> None:
         clear_stale_spool(self.settings.data_dir / "spool")
@@ -84,6 +105,7 @@ class Container:
             log.exception("start-up consistency check failed; run `knowledge-search doctor`")
 
     def close(self) -> None:
+        self._closing.set()
         if self.worker is not None:
             self.worker.stop()
         self.store.close()
@@ -98,7 +120,9 @@ def build_container(
     *,
     apply_migrations: bool | None = None,
     embedder: Embedder | None = None,
+    wait_s: float = 0.0,
 ) -> Container:
+    """``wait_s``: how long to wait for the chunk store to answer at start (containers start in any order)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = build_engine(settings)
     if apply_migrations if apply_migrations is not None else settings.is_sqlite:
@@ -108,8 +132,9 @@ def build_container(
     observers = Observers()
     embedder = ObservedEmbedder(embedder or build_embedder(settings), observers)  # timed for /metrics
     store = build_chunk_store(settings)
-    store.ensure_ready(IndexInfo(embedding_model=embedder.model_id, dimension=embedder.dimension))
+    _ensure_ready(store, IndexInfo(embedding_model=embedder.model_id, dimension=embedder.dimension), wait_s)
     chat_model = build_chat_model(settings, analyzer)
+    rescorer = SentenceRescorer(analyzer, depth=settings.second_stage_depth, weight=settings.second_stage_weight)
     search = SearchService(
         store,
         embedder,
@@ -120,6 +145,7 @@ def build_container(
         candidate_multiplier=settings.candidate_multiplier,
         min_candidates=settings.min_candidates,
         reranker=build_reranker(settings),
+        second_stage=rescorer if settings.second_stage == "sentences" else None,
         observers=observers,
     )
     ingest = IngestService(
@@ -143,9 +169,12 @@ def build_container(
         search,
         chat_model,
         top_k=settings.chat_top_k,
+        candidates=settings.chat_candidates,
+        second_stage=rescorer,
         min_similarity=_min_similarity(settings),
         allowed_models=settings.chat_allowed_models,
     )
+    schema = SchemaGate(engine)
     return Container(
         settings,
         engine,
@@ -161,8 +190,11 @@ def build_container(
         keys=KeyService(sessions),
         sources=SourceRegistry(sessions),
         audit=AuditLog(sessions, settings.audit_retention_days),
-        rate_limiter=KeyRateLimiter(settings.rate_limit_per_minute),
+        rate_limiter=build_rate_limiter(
+            settings.rate_limit_storage, sessions, settings.rate_limit_per_minute, settings.is_sqlite
+        ),
         observers=observers,
+        schema=schema,
     )
 
 
@@ -175,6 +207,19 @@ def parse_limits(settings: Settings) -> ParseLimits:
         pdf_pages=settings.max_pdf_pages,
         pdf_stream_bytes=int(settings.max_pdf_stream_mb * mib),
     )
+
+
+def _ensure_ready(store: ChunkStore, info: IndexInfo, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            store.ensure_ready(info)
+            return
+        except StoreUnavailable as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("the chunk store does not answer yet, retrying until KS_STARTUP_WAIT_S runs out: %s", exc)
+            time.sleep(2)
 
 
 def _min_similarity(settings: Settings) -> float:

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.api import admin, chat, documents, health, jobs, metrics, page, problems, search, sources
+from app.api.deps import require_schema
 from app.api.schemas import TextDocumentCreate
 from app.container import Container, build_container
 from app.core import observability
@@ -70,8 +71,10 @@ def create_app(
     app.state.metrics = observability.Metrics()
     problems.install(app)
     observability.install(app, settings, app.state.metrics)
-    for module in (health, documents, jobs, search, chat, admin, sources):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    for module in (documents, jobs, search, chat, admin, sources):
+        # runs before the route's own dependencies (authentication reads the database too)
+        app.include_router(module.router, dependencies=[Depends(require_schema)])
     metrics.install(app)  # /metrics
     page.install(app)  # the page at / and its static files
     logging.getLogger("app").setLevel(settings.log_level)

@@ -103,7 +103,8 @@ def pick_queries(client: Any, alias: str, n: int) -> dict[str, str]:
 
 def direct_bodies(tokens: list[str], vector: np.ndarray, limit: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The bodies OpenSearchChunkStore.keyword_search / vector_search send for an unfiltered query."""
-    from app.stores.vector.opensearch import _HIDDEN, _MAX_WINDOW
+    from app.stores.vector.opensearch import HIDDEN as _HIDDEN
+    from app.stores.vector.opensearch import MAX_WINDOW as _MAX_WINDOW
 
     size = min(limit, _MAX_WINDOW)
     keyword = {

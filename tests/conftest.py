@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +21,35 @@ from app.core.config import Settings
 REQUIRE_SERVICES = os.environ.get("KS_REQUIRE_SERVICES") == "1"
 # Tests build their own settings: the service's own KS_ variables (e.g. the KS_DATABASE_URL that
 # `scripts/services up` exports) must not leak into them. Only the test services' addresses stay.
-_KEEP = {"KS_TEST_DATABASE_URL", "KS_OPENSEARCH_URL", "KS_REQUIRE_SERVICES"}
+_KEEP = {
+    "KS_TEST_DATABASE_URL",
+    "KS_OPENSEARCH_URL",
+    "KS_REQUIRE_SERVICES",
+    # tests/deploy: the image to test (scripts/container test has just built it), the cluster's ports and state
+    "KS_IMAGE",
+    "KS_IMAGE_BUILT",
+    "KS_TEST_CLUSTER_PORT",
+    "KS_TEST_CLUSTER_DIR",
+}
 for _name in [n for n in os.environ if n.startswith("KS_") and n not in _KEEP]:
     del os.environ[_name]
 SAMPLES = Path(__file__).resolve().parent.parent / "app" / "samples"
+
+
+_SECONDS_BY_FILE: dict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _SECONDS_BY_FILE[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """Where the run's time went, by test file (setup included: image builds, clusters, servers)."""
+    if not _SECONDS_BY_FILE:
+        return
+    terminalreporter.section("time by test file (slowest 15)")
+    for path, seconds in sorted(_SECONDS_BY_FILE.items(), key=lambda kv: -kv[1])[:15]:
+        terminalreporter.write_line(f"{seconds:7.1f} s  {path}")
 
 
 def need_service(name: str, env: str) -> str:

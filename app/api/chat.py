@@ -28,7 +28,15 @@ router = APIRouter(prefix="/v1", tags=["chat"], responses=PROBLEM_RESPONSES)
         200: {
             "content": {
                 "text/event-stream": {
-                    "schema": {"type": "string"},
+                    # one event of the stream: citations first, then deltas, then done (or error, a problem)
+                    "schema": {
+                        "type": "object",
+                        "required": ["event", "data"],
+                        "properties": {
+                            "event": {"type": "string", "enum": ["citations", "delta", "done", "error"]},
+                            "data": {"type": "string", "description": "A JSON object."},
+                        },
+                    },
                     "example": 'event: citations\ndata: {"citations": [...]}\n\nevent: delta\ndata: {"text": "..."}\n\n'
                     'event: done\ndata: {"answer": "...", "citations": [...], "usage": {...}}\n\n',
                 }

@@ -73,6 +73,12 @@ else:  # the edge never names SQLAlchemy at run time
     ReadSessionDep = Annotated[object, Depends(read_session)]
 
 
+def require_schema(container: ContainerDep) -> None:
+    """Before every /v1 call: 503 naming `knowledge-search migrate` while the database is behind this code
+    (checked once it is current: no cost then)."""
+    container.schema.check()
+
+
 def document_read(doc: Document, job: Job | None = None) -> DocumentRead:
     return DocumentRead(
         id=doc.id,

@@ -25,8 +25,8 @@ from app.api.schemas import (
 )
 from app.api.uploads import UPLOAD_BODY, read_upload
 from app.container import Container
+from app.core.sentinel import UNSET
 from app.ingest.upload import Outcome, Upserted
-from app.stores.vector.base import UNSET
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"], responses=PROBLEM_RESPONSES)
 

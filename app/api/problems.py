@@ -91,13 +91,17 @@ def install(app: FastAPI) -> None:
         return problem_response(request, 500, "an unexpected error occurred; it has been logged")
 
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {
+def problem(code: int, description: str | None = None) -> dict[str, Any]:
+    """The OpenAPI entry of a problem+json answer."""
+    return {
         "model": Problem,
         "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        "description": HTTPStatus(code).phrase,
+        "description": description or HTTPStatus(code).phrase,
     }
-    for code in (400, 401, 403, 404, 413, 415, 422)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: problem(code) for code in (400, 401, 403, 404, 413, 415, 422)
 }
 
 

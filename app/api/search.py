@@ -20,7 +20,9 @@ def search(body: SearchRequest, container: ContainerDep, caller: CallerDep) -> S
         flt = caller.reading(body.collection, filter_values(body.filters))
         override = body.fusion.model_dump(exclude_none=True) if body.fusion else None
         fusion = replace(container.search.fusion, **override) if override is not None else None
-        outcome = container.search.search(body.query, flt, body.top_k, body.mode, fusion=fusion)
+        outcome = container.search.search(
+            body.query, flt, body.top_k, body.mode, fusion=fusion, per_document=body.per_document
+        )
         audit.targets = [h.chunk.document_id for h in outcome.hits]
     return SearchResponse(
         results=[

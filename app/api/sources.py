@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Query, Response, status
 
 from app.api.deps import CallerDep, ContainerDep
-from app.api.problems import PROBLEM_RESPONSES
+from app.api.problems import PROBLEM_RESPONSES, problem
 from app.api.schemas import SourceCreate, SourceInfo, SourceList, SyncCounts, SyncJobRead
 from app.core.errors import NotFound
 
@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/v1/sources", tags=["sources"], responses=PROBLEM_RESPONSES)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SourceInfo)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SourceInfo,
+    responses={409: problem(409, "A source of this name exists already.")},
+)
 def register_source(body: SourceCreate, container: ContainerDep, caller: CallerDep) -> SourceInfo:
     """Register a source (admin): which bucket and prefix may be synced, into which collection, readable by whom."""
     with container.audit.action(caller, "source.create", [body.name]) as audit:

@@ -17,9 +17,9 @@ from app.core.config import Settings
 from app.core.errors import BadInput, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from app.core.metadata import check_metadata
 from app.core.patterns import COLLECTION_RULE, PRINCIPAL_RULE, is_collection
+from app.core.sentinel import UNSET
 from app.ingest.payload import Payload
 from app.ingest.upload import Upload
-from app.stores.vector.base import UNSET
 
 _ACL = TypeAdapter(list[Principal])
 

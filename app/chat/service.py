@@ -15,10 +15,12 @@ from app.core.errors import NotFound
 from app.providers.base import ChatModel, Generation, GenerationRequest, Source, Turn, Usage
 from app.providers.local import not_covered_message
 from app.providers.prompt import pick_model
-from app.search.service import ScoredChunk, SearchService
+from app.search.second_stage import SentenceRescorer
+from app.search.service import ScoredChunk, SearchService, distinct_documents_first
 from app.stores.sql.models import Conversation
 from app.stores.sql.repositories import ConversationRepository
 from app.stores.vector.base import ChunkFilter
+from app.text.context import context_line
 
 HISTORY_TURNS = 6
 
@@ -78,6 +80,8 @@ class ChatService:
         model: ChatModel,
         *,
         top_k: int = 5,
+        candidates: int = 12,
+        second_stage: SentenceRescorer | None = None,
         min_similarity: float = 0.8,
         allowed_models: list[str] | None = None,
     ) -> None:
@@ -86,6 +90,8 @@ class ChatService:
         self._search = search
         self._model = model
         self._top_k = top_k
+        self._candidates = candidates
+        self._second_stage = second_stage
         self._min_similarity = min_similarity
 
     def ask(
@@ -183,8 +189,13 @@ class ChatService:
             conv_id = conv.id
         previous = [t.content for t in history if t.role == "user"]
         query = f"{previous[-1]}\n{message}" if previous else message
-        outcome = self._search.search(query, flt, top_k=top_k or self._top_k, mode="hybrid")
-        relevant = [h for h in outcome.hits if self._covers(h)]
+        k = top_k or self._top_k
+        # What chat reads: a pool of candidates re-scored by their best sentence, then each document's best
+        # passage before any document's second, so one long document cannot crowd out the one that answers.
+        outcome = self._search.search(
+            query, flt, top_k=max(k, self._candidates), mode="hybrid", second_stage=self._second_stage or False
+        )
+        relevant = [h for h in distinct_documents_first(outcome.hits) if self._covers(h)][:k]
         sources = [
             Citation(
                 n=i,
@@ -198,7 +209,10 @@ class ChatService:
         ]
         request = GenerationRequest(
             question=message,
-            sources=[Source(n=c.n, title=c.title, text=c.quote) for c in sources],
+            sources=[
+                Source(n=c.n, title=c.title, text=c.quote, context=context_line(c.title, h.chunk.source.heading_path))
+                for c, h in zip(sources, relevant, strict=True)
+            ],
             history=history,
             model=chosen,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,8 +20,30 @@ def migrate() -> None:
 
     settings = Settings()
     engine = build_engine(settings)
+    _wait_for_database(engine, settings.startup_wait_s)
     migrations.upgrade(engine)
     console.print(f"database at revision {migrations.current_revision(engine)}")
+
+
+def _wait_for_database(engine: Any, wait_s: float) -> None:
+    """In a container stack the database may still be starting: wait up to KS_STARTUP_WAIT_S for it."""
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return
+        except OperationalError as exc:
+            if time.monotonic() >= deadline:
+                err.print(f"[red]error:[/red] the database does not answer: {exc.orig}. Check KS_DATABASE_URL.")
+                raise typer.Exit(1) from exc
+            err.print("waiting for the database to answer (KS_STARTUP_WAIT_S)...")
+            time.sleep(2)
 
 
 @app.command()
@@ -78,10 +100,13 @@ def worker(
 
     from app.ingest.worker import JobWorker
 
-    container = open_container()
+    container = open_container(wait=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if not container.schema.wait(stop):  # not migrated yet: wait for it (or for Ctrl-C)
+        container.close()
+        return
     report = container.ingest.recover()
     if not report.clean:
         err.print(f"repaired after an earlier stop: {report}")

@@ -71,21 +71,38 @@ def eval_(
             "Default: each method at the configured KS_RRF_K / KS_FUSION_WEIGHT_VECTOR.",
         ),
     ] = None,
-    max_queries: Annotated[int | None, typer.Option("--max-queries", min=1, help="Only the first N queries.")] = None,
+    max_queries: Annotated[
+        int | None, typer.Option("--max-queries", min=1, help="Only the first N queries (and chat questions).")
+    ] = None,
     split: Annotated[str, typer.Option(help="Which qrels file: qrels/<split>.tsv.")] = "test",
+    chat: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--chat",
+            help="A chat question file (JSONL: question, doc_ids or answerable: false, must_contain) to ask "
+            "through chat (repeat for several).",
+        ),
+    ] = None,
+    chat_only: Annotated[
+        bool, typer.Option("--chat-only", help="Skip the retrieval modes; only corpus.jsonl is then needed.")
+    ] = False,
 ) -> None:
     """Measure retrieval on a BEIR dataset: nDCG@10, Recall@10/100, MRR@10 and latency for every search mode.
 
     Ingests the corpus once into a scratch collection (a later run reuses it) with the configured backend and
     models, then runs each query as keyword, semantic, hybrid with each fusion, and hybrid+rerank when a
-    reranker is configured.
+    reranker is configured. With --chat, it then asks each question of the file(s) through chat and scores the
+    answers: cited document, phrase, covered or not, latency.
     """
     from app.eval.dataset import DatasetError, load_beir
-    from app.eval.report import ProgressBars, table
+    from app.eval.report import ProgressBars, chat_table, table
     from app.eval.runner import parse_fusion, run
 
+    if chat_only and not chat:
+        err.print("[red]error:[/red] --chat-only needs at least one --chat FILE")
+        raise typer.Exit(2)
     try:
-        data = load_beir(dataset, split)
+        data = load_beir(dataset, split, retrieval=not chat_only)
     except DatasetError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -96,14 +113,24 @@ def eval_(
         fusions = [parse_fusion(spec, container.search.fusion) for spec in fusion or []]
         with ProgressBars(err) as progress:
             report = run(
-                container, data, collection=collection, fusions=fusions, max_queries=max_queries, progress=progress
+                container,
+                data,
+                collection=collection,
+                fusions=fusions,
+                max_queries=max_queries,
+                progress=progress,
+                chat=chat or [],
+                retrieval=not chat_only,
             )
     except (DatasetError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     finally:
         container.close()
-    console.print(table(report))
+    if report.results:
+        console.print(table(report))
+    if report.chat:
+        console.print(chat_table(report))
     if out is not None:
         out.write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
         err.print(f"wrote {out}")

@@ -6,7 +6,7 @@ import ipaddress
 import logging
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -39,7 +39,8 @@ def serve(
     if settings.admin_key is None:
         logging.getLogger("app").warning("KS_ADMIN_KEY is not set: serving without authentication on loopback only")
         err.print("[yellow]warning:[/yellow] KS_ADMIN_KEY is not set: no authentication (loopback only)")
-    container = open_container(settings)
+    container = open_container(settings, wait=True)
+    warn_if_not_migrated(container)
     if sample:
         ingest_paths(container, [Path(str(files("app") / "samples"))], "samples", {}, workers=2)
     app_ = create_app(settings, container=container, close_container=True)
@@ -55,6 +56,17 @@ def serve(
         root_path=settings.root_path,  # the gateway strips this prefix; /docs and the page link under it
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
+
+
+def warn_if_not_migrated(container: Any) -> None:
+    """Say at start when the database needs `migrate`; the service still starts and answers 503 until it ran."""
+    from app.core.errors import AppError
+
+    try:
+        container.schema.check()
+    except AppError as exc:
+        logging.getLogger("app").warning("%s; until then /readyz and the API answer 503", exc.detail)
+        err.print(f"[yellow]warning:[/yellow] {exc.detail}; until then /readyz and the API answer 503")
 
 
 def is_loopback(host: str) -> bool:

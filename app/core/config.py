@@ -38,13 +38,26 @@ class Settings(BaseSettings):
     embedding_model: str = "multilingual-e5-small-q4"
     chat_model: str = "extractive"
 
-    # OpenSearch (vector_store=opensearch)
+    # OpenSearch (vector_store=opensearch). The URL may list several nodes, comma-separated: requests are spread
+    # over them and a node that does not answer is skipped until it does again.
     opensearch_url: str = "http://127.0.0.1:9200"
     opensearch_index: str = "knowledge-search-chunks"
+    # How requests authenticate: "basic" (KS_OPENSEARCH_USERNAME/PASSWORD), "sigv4" (Amazon OpenSearch Service or
+    # Serverless, credentials from boto3's default chain), "none". Unset: basic when a username is set, else none.
+    opensearch_auth: Literal["none", "basic", "sigv4"] | None = None
     opensearch_username: str | None = None
     opensearch_password: SecretStr | None = None
+    # sigv4: "es" (OpenSearch Service domains) or "aoss" (OpenSearch Serverless collections); region falls back to
+    # KS_AWS_REGION, then boto3's chain (AWS_REGION, AWS_DEFAULT_REGION, the profile).
+    opensearch_aws_service: Literal["es", "aoss"] = "es"
+    opensearch_aws_region: str | None = None
     opensearch_verify_certs: bool = True
+    # PEM file of the certificate authorities that signed the cluster's certificate (a private CA); unset: the
+    # system's trust store.
+    opensearch_ca_bundle: Path | None = None
     opensearch_timeout_s: float = 30.0
+    # Retries of a request on another node (connection errors, timeouts, 502/503/504), per request.
+    opensearch_max_retries: int = Field(3, ge=0, le=10)
     opensearch_shards: int = Field(1, ge=1)
     opensearch_replicas: int = Field(0, ge=0)
 
@@ -82,6 +95,13 @@ class Settings(BaseSettings):
     # zscore at 0.5 won on both eval sets (docs/benchmarks.md, "Retrieval quality").
     fusion: Literal["rrf", "minmax", "zscore"] = "zscore"
     fusion_weight_vector: float = Field(0.5, ge=0.0, le=1.0)
+    # BM25 weight of a chunk's context field (document title and heading path) against its text field.
+    keyword_context_weight: float = Field(1.0, ge=0.0, le=20.0)
+    # The second stage (app.search.second_stage): re-score the first candidates by their best sentence.
+    # Chat always applies it; hybrid search when "sentences".
+    second_stage: Literal["none", "sentences"] = "none"
+    second_stage_depth: int = Field(12, ge=1, le=200)
+    second_stage_weight: float = Field(0.5, ge=0.0, le=1.0)
 
     # Chat
     chat_top_k: int = Field(5, ge=1, le=50)
@@ -91,6 +111,11 @@ class Settings(BaseSettings):
     # when the sources do not cover a question. Set it after measuring your embedder.
     chat_min_similarity: float | None = Field(None, ge=-1.0, le=1.0)
     chat_max_sentences: int = Field(3, ge=1, le=20)
+    # Extractive answerer: a sentence supports the question when it holds this share of the question's
+    # IDF-weighted words (app.text.evidence); below it everywhere, the answer is "not covered".
+    chat_min_coverage: float = Field(0.2, ge=0.0, le=1.0)
+    # Chunks chat retrieves and re-scores by their best sentence before it picks its sources.
+    chat_candidates: int = Field(12, ge=1, le=100)
 
     # --- model providers (Bedrock, OpenAI-compatible) ---
     # AWS region for Bedrock; None uses boto3's chain (AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config).
@@ -121,8 +146,11 @@ class Settings(BaseSettings):
     openai_timeout_s: float = Field(default=60.0, gt=0)
 
     # --- access control ---
-    # Requests per minute per API key (0: no limit). Counted per process: behind N replicas the total is N times.
+    # Requests per minute per API key (0: no limit).
     rate_limit_per_minute: int = Field(600, ge=0)
+    # Where requests are counted: "database" (the metadata DB: the limit holds across every instance), "memory"
+    # (per process), "auto": database on Postgres, memory on SQLite.
+    rate_limit_storage: Literal["auto", "database", "memory"] = "auto"
     audit_retention_days: int = Field(365, ge=1)
 
     log_level: str = "INFO"
@@ -144,6 +172,9 @@ class Settings(BaseSettings):
     shutdown_grace_s: int = Field(25, ge=0)
     # Each readiness check that has not answered within this is reported as "timeout".
     ready_timeout_s: float = Field(2.0, gt=0)
+    # At start, how long `serve` and `worker` wait for the chunk store, and `migrate` for the database, to answer
+    # (in a container stack they start in any order).
+    startup_wait_s: float = Field(120.0, ge=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -152,6 +183,22 @@ class Settings(BaseSettings):
             v = v.strip()
             return json.loads(v) if v.startswith("[") else [o.strip() for o in v.split(",") if o.strip()]
         return v
+
+    @field_validator("opensearch_url")
+    @classmethod
+    def _urls(cls, v: str) -> str:
+        urls = [u.strip() for u in v.split(",") if u.strip()]
+        if not urls or any(not u.startswith(("http://", "https://")) for u in urls):
+            raise ValueError(
+                "give one or more http(s):// URLs, comma-separated, e.g. https://node1:9200,https://node2:9200"
+            )
+        if len({u.split("://")[0] for u in urls}) > 1:
+            raise ValueError("all OpenSearch URLs must use the same scheme (http or https)")
+        return ",".join(urls)
+
+    @property
+    def opensearch_urls(self) -> list[str]:
+        return self.opensearch_url.split(",")
 
     @field_validator("root_path")
     @classmethod
@@ -179,7 +226,3 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
-
-
-def get_settings() -> Settings:
-    return Settings()

@@ -71,3 +71,9 @@ class StoreUnavailable(AppError):
 
 class ConfigurationError(Exception):
     """Raised at start-up when settings or stored state cannot work together."""
+
+
+class MigrationsPending(AppError):
+    """The database's schema is older than this code: nothing works until `knowledge-search migrate` ran."""
+
+    status, title = 503, "Database not migrated"

@@ -8,7 +8,10 @@ import re
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 # kind:name, e.g. user:alice, group:hr. No spaces or commas: X-On-Behalf-Of is a comma-separated list of them.
-PRINCIPAL_PATTERN = r"^[a-z][a-z0-9_-]{0,31}:[^\s,]{1,200}$"
+# Control characters (C0 and C1) are named as well as \s: regex engines disagree on whether \x1c-\x1f and \x85 are spaces.
+PRINCIPAL_PATTERN = r"^[a-z][a-z0-9_-]{0,31}:[^\s,\x00-\x1f\x7f-\x9f]{1,200}$"
+# "some text": at least one character that is neither a space nor a control character
+SOME_TEXT_PATTERN = r"[^\s\x00-\x1f\x7f-\x9f]"
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 
 _COLLECTION = re.compile(COLLECTION_PATTERN)

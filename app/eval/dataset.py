@@ -1,9 +1,13 @@
 """The BEIR dataset layout: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv`` in one folder.
 
-- corpus.jsonl: one JSON object per line, ``{"_id": ..., "title": ..., "text": ...}`` (title may be empty)
+- corpus.jsonl: one JSON object per line, ``{"_id": ..., "title": ..., "text": ...}`` (title may be empty;
+  an optional ``"format"``, ``text`` (default), ``markdown`` or ``html``, says how the text is uploaded, so
+  its headings count as headings)
 - queries.jsonl: ``{"_id": ..., "text": ...}``
 - qrels/test.tsv: tab-separated, header ``query-id corpus-id score``; a score above 0 marks a relevant
   document (higher is more relevant)
+
+A chat-only evaluation needs the corpus alone (``retrieval=False``).
 
 Only queries with at least one relevant document are evaluated, as BEIR does.
 """
@@ -19,6 +23,7 @@ from typing import Any
 
 LAYOUT = "a BEIR dataset folder holds corpus.jsonl, queries.jsonl and qrels/{split}.tsv"
 QRELS_HEADER = ("query-id", "corpus-id", "score")
+FORMATS = ("text", "markdown", "html")
 
 
 class DatasetError(Exception):
@@ -30,6 +35,7 @@ class CorpusDoc:
     id: str
     title: str
     text: str
+    format: str = "text"
 
 
 @dataclass(slots=True)
@@ -51,14 +57,15 @@ class BeirDataset:
         return [(qid, text) for qid, text in self.queries.items() if self.qrels.get(qid)]
 
 
-def load_beir(root: Path, split: str = "test") -> BeirDataset:
-    """Read and check a BEIR folder; DatasetError says which file is missing or wrong."""
+def load_beir(root: Path, split: str = "test", *, retrieval: bool = True) -> BeirDataset:
+    """Read and check a BEIR folder; DatasetError says which file is missing or wrong. Without
+    ``retrieval`` only corpus.jsonl is needed (queries and qrels are read when present)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder; {LAYOUT.format(split=split)}")
     corpus_path, queries_path = root / "corpus.jsonl", root / "queries.jsonl"
     qrels_path = root / "qrels" / f"{split}.tsv"
-    for path in (corpus_path, queries_path, qrels_path):
+    for path in (corpus_path, queries_path, qrels_path) if retrieval else (corpus_path,):
         if not path.is_file():
             raise DatasetError(f"{path}: file not found; {LAYOUT.format(split=split)}")
 
@@ -71,24 +78,27 @@ def load_beir(root: Path, split: str = "test") -> BeirDataset:
         title = obj.get("title") or ""
         if not isinstance(title, str):
             raise DatasetError(f"{where}: 'title' must be a string")
+        fmt = obj.get("format") or "text"
+        if fmt not in FORMATS:
+            raise DatasetError(f"{where}: 'format' must be one of {', '.join(FORMATS)}")
         if doc_id in seen:
             raise DatasetError(f"{where}: _id {doc_id!r} appears twice in the corpus")
         seen.add(doc_id)
         if (title + text).strip():
-            corpus.append(CorpusDoc(doc_id, title.strip(), text))
+            corpus.append(CorpusDoc(doc_id, title.strip(), text, fmt))
         else:
             empty += 1
     if not corpus:
         raise DatasetError(f"{corpus_path}: the corpus has no documents with text")
 
     queries: dict[str, str] = {}
-    for where, obj in _json_lines(queries_path):
+    for where, obj in _json_lines(queries_path) if queries_path.is_file() else ():
         qid, text = _field(obj, "_id", where), _field(obj, "text", where)
         if qid in queries:
             raise DatasetError(f"{where}: _id {qid!r} appears twice in the queries")
         queries[qid] = text
 
-    qrels = _read_qrels(qrels_path)
+    qrels = _read_qrels(qrels_path) if qrels_path.is_file() else {}
     warnings = [f"{empty} corpus documents have no text (not ingested)"] if empty else []
     unknown_queries = sorted(set(qrels) - set(queries))
     if unknown_queries:
@@ -106,7 +116,7 @@ def load_beir(root: Path, split: str = "test") -> BeirDataset:
         fingerprint=_sha256(corpus_path),
         warnings=warnings,
     )
-    if not dataset.evaluated:
+    if retrieval and not dataset.evaluated:
         raise DatasetError(f"{qrels_path}: no query of queries.jsonl has a relevant document (score > 0) here")
     return dataset
 

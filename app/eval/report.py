@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID
 from rich.table import Table
 
+from app.core.progress import progress_bars
+from app.eval.chat import CHAT_METRICS
 from app.eval.runner import METRICS, EvalReport
 
 
@@ -15,9 +18,7 @@ class ProgressBars:
     """A ``runner.Progress`` callback that draws one bar per stage (ingest, queries)."""
 
     def __init__(self, console: Console) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        )
+        self._progress = progress_bars(console)
         self._tasks: dict[str, TaskID] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
@@ -45,7 +46,8 @@ def table(report: EvalReport) -> Table:
     out = Table(
         title=f"{report.dataset.name}: {report.queries} queries, {len(report.dataset.corpus)} documents "
         f"({report.backend}, {report.embedding_model})",
-        caption=f"collection {ingest.collection}: {how}; * = the configured fusion (KS_FUSION)",
+        caption=f"collection {ingest.collection}: {how}; * = the configured fusion (KS_FUSION)"
+        + ("; hybrid rows re-scored by their best sentence (KS_SECOND_STAGE)" if report.second_stage != "none" else ""),
     )
     out.add_column("mode", no_wrap=True)
     for header in ("nDCG@10", "R@10", "R@100", "MRR@10", "p50 ms", "p95 ms"):
@@ -56,4 +58,29 @@ def table(report: EvalReport) -> Table:
             f"[bold]{r.metrics[m]:.3f}[/bold]" if r.metrics[m] == best[m] else f"{r.metrics[m]:.3f}" for m in METRICS
         ]
         out.add_row(r.spec.label + (" *" if r.spec.default else ""), *cells, f"{r.p50_ms:.1f}", f"{r.p95_ms:.1f}")
+    return out
+
+
+CHAT_HEADERS = ("cite acc", "cite prec", "NC prec", "NC rec", "NC acc", "phrase")
+
+
+def chat_table(report: EvalReport) -> Table:
+    """One row per question file: the chat figures of ``app.eval.chat.aggregate`` and the latency."""
+    out = Table(
+        title=f"{report.dataset.name}: chat ({report.chat_model}; {report.backend}, {report.embedding_model})",
+        caption="n: questions (unanswerable ones); cite acc: answerable ones citing an expected document; "
+        'NC: answered "not covered"; phrase: answers holding must_contain',
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        padding=(0, 1, 0, 0),
+    )
+    out.add_column("questions", no_wrap=True)
+    out.add_column("n", justify="right", no_wrap=True)
+    for header in (*CHAT_HEADERS, "p50 ms", "p95 ms"):
+        out.add_column(header, justify="right", min_width=5)
+    for r in report.chat:
+        cells = ["—" if r.metrics[m] is None else f"{r.metrics[m]:.3f}" for m in CHAT_METRICS]
+        counts = f"{r.counts['questions']} ({r.counts['unanswerable']})"
+        out.add_row(r.name, counts, *cells, f"{r.p50_ms:.0f}", f"{r.p95_ms:.0f}")
     return out

@@ -1,4 +1,5 @@
-"""Ingest a BEIR corpus into a scratch collection, then run every query in every mode.
+"""Ingest a BEIR corpus into a scratch collection, then run every query in every mode, and ask the questions
+of each chat question file (``app.eval.chat``).
 
 Everything goes through the container's IngestService and SearchService, so the figures are those of the
 configured backend (embedded or OpenSearch) and models. Each corpus document becomes one document with
@@ -23,9 +24,11 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.core.errors import AppError
+from app.eval.chat import ChatResult, evaluate_chat, load_questions
 from app.eval.dataset import BeirDataset, CorpusDoc, DatasetError
 from app.eval.metrics import mean, percentile, query_metrics, unique_in_order
 from app.search.fusion import FUSION_METHODS, Fusion
@@ -89,6 +92,9 @@ class EvalReport:
     embedding_model: str
     reranker: bool
     machine: dict[str, Any] = field(default_factory=dict)
+    chat: list[ChatResult] = field(default_factory=list)
+    chat_model: str = ""
+    second_stage: str = "none"  # KS_SECOND_STAGE: applied to the hybrid rows
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +111,7 @@ class EvalReport:
             "backend": self.backend,
             "embedding_model": self.embedding_model,
             "reranker": self.reranker,
+            "second_stage": self.second_stage,
             "top_k": TOP_K,
             "depth": DEPTH,
             "ingest": asdict(self.ingest),
@@ -127,6 +134,8 @@ class EvalReport:
                 }
                 for r in self.results
             ],
+            "chat_model": self.chat_model,
+            "chat": [r.to_dict() for r in self.chat],
             "machine": self.machine,
         }
 
@@ -171,19 +180,30 @@ def run(
     fusions: Sequence[Fusion] = (),
     max_queries: int | None = None,
     progress: Progress | None = None,
+    chat: Sequence[Path] = (),
+    retrieval: bool = True,
 ) -> EvalReport:
+    """Retrieval (unless ``retrieval`` is False) and then each chat question file in ``chat``."""
     collection = collection or collection_for(dataset)
+    question_sets = [(path, load_questions(path)) for path in chat]  # a bad file fails before any work
     load_before = _load()
     summary = ingest(container, dataset, collection, progress)
     modes = plan_modes(container.search, fusions)
     queries = dataset.evaluated[:max_queries] if max_queries else dataset.evaluated
-    results = evaluate(container, dataset, collection, modes, queries, progress)
+    results = evaluate(container, dataset, collection, modes, queries, progress) if retrieval else []
+    chat_results = [
+        evaluate_chat(container, collection, path, questions[:max_queries] if max_queries else questions, progress)
+        for path, questions in question_sets
+    ]
     settings = container.settings
     return EvalReport(
         dataset=dataset,
         ingest=summary,
         results=results,
-        queries=len(queries),
+        queries=len(queries) if retrieval else 0,
+        chat=chat_results,
+        chat_model=container.chat_model.model_id,
+        second_stage=settings.second_stage,
         backend=settings.vector_store,
         embedding_model=container.embedder.model_id,
         reranker=container.search.has_reranker,
@@ -228,7 +248,7 @@ def ingest(
         upload = Upload.of_bytes(
             document_bytes(doc),
             collection=collection,
-            filename=re.sub(r"[^\w.-]+", "_", doc.id)[:200] + ".txt",
+            filename=re.sub(r"[^\w.-]+", "_", doc.id)[:200] + _EXTENSIONS[doc.format],
             title=(doc.title or doc.id)[:512],
             metadata={"beir_id": doc.id},
         )
@@ -248,9 +268,16 @@ def ingest(
     return summary
 
 
+_EXTENSIONS = {"text": ".txt", "markdown": ".md", "html": ".html"}
+
+
 def document_bytes(doc: CorpusDoc) -> bytes:
-    """What is uploaded for a corpus document: its title line, then its text (BEIR's "title + text")."""
-    return (f"{doc.title}\n\n{doc.text}" if doc.title else doc.text).encode("utf-8")
+    """What is uploaded for a corpus document: its title line, then its text (BEIR's "title + text"); in
+    Markdown the title line is the document's heading, and HTML is uploaded as it is."""
+    if doc.format == "html" or not doc.title:
+        return doc.text.encode("utf-8")
+    head = f"# {doc.title}" if doc.format == "markdown" else doc.title
+    return f"{head}\n\n{doc.text}".encode()
 
 
 def _collection_state(container: Container, collection: str) -> tuple[str | None, bool]:

@@ -19,6 +19,7 @@ from app.providers.base import Embedder
 from app.stores.sql.models import Document
 from app.stores.vector.base import ChunkRecord, ChunkStore
 from app.text.analysis import Analyzer
+from app.text.context import index_text
 
 # (chunks staged, total so far estimated, document title); first called with 0 once the title is settled
 StageProgress = Callable[[int, int, str], None]
@@ -111,7 +112,8 @@ class ChunkPipeline:
     def _stage_batch(
         self, doc_id: str, batch: list[ChunkDraft], id_prefix: str, first: int, target: Target
     ) -> list[str]:
-        vectors = self._embedder.embed_documents([d.text for d in batch])
+        indexed = [index_text(self._analyzer, target.title, d.source.heading_path, d.text) for d in batch]
+        vectors = self._embedder.embed_documents([x.embed for x in indexed])
         records = [
             ChunkRecord(
                 chunk_id=f"{id_prefix}{first + i:05d}",
@@ -123,7 +125,8 @@ class ChunkPipeline:
                 source=d.source,
                 metadata=target.metadata,
                 acl=target.acl,
-                tokens=" ".join(self._analyzer.tokens(d.text)),
+                tokens=indexed[i].tokens,
+                context=indexed[i].context,
                 vector=vectors[i],
             )
             for i, d in enumerate(batch)

@@ -28,6 +28,7 @@ from app.core.errors import ConfigurationError
 from app.providers.base import Embedder
 from app.stores.vector.base import ChunkRecord, ChunkStore, IndexInfo
 from app.text.analysis import Analyzer
+from app.text.context import index_text
 
 if TYPE_CHECKING:  # opensearch-py is an extra: the embedded default must not need it
     from app.stores.vector.opensearch import OpenSearchChunkStore
@@ -98,11 +99,12 @@ class _Copier:
             return
         for start in range(0, len(chunks), self._embed_batch):
             batch = chunks[start : start + self._embed_batch]
-            vectors = self._embedder.embed_documents([c.text for c in batch])
-            for c, v in zip(batch, vectors, strict=True):
-                c.vector = v
-                # get_chunks does not return the tokens; the analyzer makes them from the text, as at ingest.
-                c.tokens = " ".join(self._analyzer.tokens(c.text))
+            # get_chunks does not return the tokens; they are made again from the text, title and headings,
+            # exactly as at ingest.
+            indexed = [index_text(self._analyzer, c.title, c.source.heading_path, c.text) for c in batch]
+            vectors = self._embedder.embed_documents([x.embed for x in indexed])
+            for c, x, v in zip(batch, indexed, vectors, strict=True):
+                c.vector, c.tokens, c.context = v, x.tokens, x.context
         target.add(chunks)
         self.chunks += len(chunks)
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from app.core.sentinel import UNSET, Unset
 from app.ingest.payload import Payload
 from app.stores.sql.models import Document, Job
-from app.stores.vector.base import UNSET, Unset
 
 # external_id schemes that belong to the service's own sources: a client may not write into them, so no upload
 # can plant a document that a sync would later mistake for its own.

@@ -31,7 +31,8 @@ class JobWorker:
         self._stop.set()
         self._wake.set()
         for t in self._threads:
-            t.join(timeout)
+            if t.ident is not None:  # never started: the service stopped before the database was migrated
+                t.join(timeout)
 
     def run_pending(self) -> int:
         """Run queued jobs until none is left (used by the CLI and tests); returns how many ran."""

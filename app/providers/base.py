@@ -57,6 +57,8 @@ class Source:
     n: int
     title: str
     text: str
+    # The passage's place in its document: title > heading > sub-heading (app.text.context.context_line).
+    context: str = ""
 
 
 @dataclass(slots=True)

@@ -34,7 +34,9 @@ def build_chat_model(settings: Settings, analyzer: Analyzer) -> ChatModel:
     if settings.chat_provider == "local":
         from app.providers.local import ExtractiveAnswerer
 
-        return ExtractiveAnswerer(analyzer, max_sentences=settings.chat_max_sentences)
+        return ExtractiveAnswerer(
+            analyzer, max_sentences=settings.chat_max_sentences, min_coverage=settings.chat_min_coverage
+        )
     if settings.chat_provider == "bedrock":
         from app.providers.bedrock import BedrockChatModel, _client
 

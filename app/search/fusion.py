@@ -77,13 +77,15 @@ def min_max(scored: Scored) -> list[tuple[str, float]]:
 
 
 def z_scores(scored: Scored) -> list[tuple[str, float]]:
-    """Scores standardized to mean 0 and (population) standard deviation 1; all equal scores become 0."""
+    """Scores standardized to mean 0 and (population) standard deviation 1. A lone candidate, or candidates that
+    all score alike, get 1.0, as min-max gives them: the retriever found them and nothing ranks above them (0.0,
+    the mean, would read as "average" and made a lone result score 0)."""
     if not scored:
         return []
     values = [s for _, s in scored]
     mean = sum(values) / len(values)
     std = math.sqrt(sum((s - mean) ** 2 for s in values) / len(values))
-    return [(i, (s - mean) / std if std > 0 else 0.0) for i, s in scored]
+    return [(i, (s - mean) / std if std > 0 else 1.0) for i, s in scored]
 
 
 def weighted_sum(keyword: Scored, vector: Scored, weight_vector: float) -> list[tuple[str, float]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from app.providers.base import Embedder, Reranker
 from app.search.fusion import Fusion, FusionMethod
 from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore, Hit
 from app.text.analysis import Analyzer
+
+if TYPE_CHECKING:
+    from app.search.second_stage import SentenceRescorer
 
 Mode = Literal["hybrid", "semantic", "keyword"]
 
@@ -27,6 +30,8 @@ class ScoredChunk:
     vector_score: float | None = None
     keyword_rank: int | None = None
     vector_rank: int | None = None
+    # Coverage of the question by the chunk's best sentence, when the second stage looked at it (0..1).
+    evidence: float | None = None
 
 
 @dataclass(slots=True)
@@ -49,6 +54,7 @@ class SearchService:
         reranker: Reranker | None = None,
         fusion: FusionMethod = "zscore",
         fusion_weight_vector: float = 0.5,
+        second_stage: SentenceRescorer | None = None,
         observers: Observers | None = None,
     ) -> None:
         self._observers = observers or Observers()
@@ -60,6 +66,8 @@ class SearchService:
         self._multiplier = candidate_multiplier
         self._min_candidates = min_candidates
         self._reranker = reranker
+        # Applied to hybrid searches when configured (KS_SECOND_STAGE); chat asks for it by itself.
+        self.second_stage = second_stage
         # Threads for the keyword half of hybrid searches; idle ones cost nothing, and each search holds one.
         self._keyword_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="keyword-search")
 
@@ -83,12 +91,18 @@ class SearchService:
         fusion: Fusion | None = None,
         rerank: bool = True,
         query_vector: np.ndarray | None = None,
+        per_document: int | None = None,
+        second_stage: SentenceRescorer | None | bool = True,
     ) -> SearchOutcome:
         """``fusion`` overrides the default for hybrid mode; ``rerank=False`` skips a configured reranker;
-        ``query_vector`` is the query's embedding when the caller already has it (evaluation runs)."""
+        ``query_vector`` is the query's embedding when the caller already has it (evaluation runs);
+        ``per_document`` keeps at most that many chunks of one document (the best ones), so one long document
+        cannot fill the results; ``second_stage``: True applies the configured one to hybrid searches, False
+        none, or a given SentenceRescorer (chat's)."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        n_candidates = top_k if mode != "hybrid" else max(top_k * self._multiplier, self._min_candidates)
+        widen = mode == "hybrid" or per_document is not None
+        n_candidates = max(top_k * self._multiplier, self._min_candidates) if widen else top_k
         reranker = self._reranker if rerank else None
         if reranker is not None:
             n_candidates = max(n_candidates, top_k * self._multiplier)
@@ -137,9 +151,41 @@ class SearchService:
             order = reranker.rerank(query, [sc.chunk.text for sc in ranked], top_k)
             ranked = [_with_score(ranked[i], s) for i, s in order]
             timings["rerank"] = _ms(t)
+        stage = self.second_stage if second_stage is True else (second_stage or None)
+        if stage is not None and mode == "hybrid" and reranker is None and ranked:
+            t = time.perf_counter()
+            ranked = stage.rescore(query, ranked)
+            timings["second_stage"] = _ms(t)
+        if per_document is not None:
+            ranked = limit_per_document(ranked, per_document)
         outcome = SearchOutcome(hits=ranked[:top_k], took_ms=_ms(started), timings_ms=timings)
         self._observers.search_finished(mode, outcome.took_ms, timings)
         return outcome
+
+
+def limit_per_document(ranked: list[ScoredChunk], n: int) -> list[ScoredChunk]:
+    """The ranking with at most ``n`` chunks of any one document (its best ones), order otherwise kept."""
+    seen: dict[str, int] = {}
+    kept = []
+    for sc in ranked:
+        count = seen.get(sc.chunk.document_id, 0)
+        if count < n:
+            kept.append(sc)
+        seen[sc.chunk.document_id] = count + 1
+    return kept
+
+
+def distinct_documents_first(ranked: list[ScoredChunk], per_round: int = 2) -> list[ScoredChunk]:
+    """Each document's best ``per_round`` chunks first (in rank order), then every document's next ones, and so
+    on: one long document cannot fill what chat reads, and the document that answers keeps the two passages a
+    follow-up question often needs."""
+    seen: dict[str, int] = {}
+    keyed = []
+    for position, sc in enumerate(ranked):
+        count = seen.get(sc.chunk.document_id, 0)
+        seen[sc.chunk.document_id] = count + 1
+        keyed.append((count // per_round, position, sc))
+    return [sc for _, _, sc in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 
 def _with_score(sc: ScoredChunk, score: float) -> ScoredChunk:

@@ -22,8 +22,19 @@ from app.container import build_container
 from app.core.config import Settings
 from app.main import create_app
 
+SEMANTIC_REFUSALS = ["2xx", "400", "401", "403", "404", "409", "415"]
 CONFIG = SchemathesisConfig.from_dict(
-    {"checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "403", "404", "409", "415"]}}}
+    {
+        "checks": {"positive_data_acceptance": {"expected-statuses": SEMANTIC_REFUSALS}},
+        "operations": [
+            {
+                # a file's bytes are "string, format: binary" to a schema: that they hold no text (an empty file, a
+                # broken PDF) is found by reading them, and answered 422 with the reason
+                "include-name": ["POST /v1/documents", "PUT /v1/documents/{document_id}"],
+                "checks": {"positive_data_acceptance": {"expected-statuses": [*SEMANTIC_REFUSALS, "422"]}},
+            }
+        ],
+    }
 )
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 STATEFUL = settings(max_examples=12, stateful_step_count=6, deadline=None, suppress_health_check=list(HealthCheck))

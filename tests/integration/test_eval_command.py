@@ -81,3 +81,41 @@ def test_a_missing_qrels_file_fails_naming_the_expected_path(tmp_path: Path):
     assert run.returncode != 0
     assert str(data / "qrels" / "test.tsv") in run.stderr
     assert "not found" in run.stderr
+
+
+def test_eval_asks_chat_questions_and_scores_the_answers(settings: Settings, tmp_path: Path):
+    data = _dataset(tmp_path / "chat-set", qrels=False)
+    (data / "queries.jsonl").unlink()  # --chat-only needs the corpus alone
+    questions = data / "chat.jsonl"
+    rows = [
+        {"id": "pw", "question": "How many characters does a password need?", "doc_ids": ["passwords"]},
+        {"id": "pw-phrase", "question": "How long must a password be?", "doc_ids": ["passwords"],
+         "must_contain": "14 CHARACTERS"},
+        {"id": "ja", "question": "在宅勤務は週に何日までできますか？", "doc_ids": ["remote-ja"]},
+        {"id": "none", "question": "Who won the football world cup in 1998?", "answerable": False},
+    ]  # fmt: skip
+    questions.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    out = tmp_path / "chat.json"
+    run = _eval(settings, str(data), "--chat-only", "--chat", str(questions), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert "cite acc" in run.stdout and "nDCG@10" not in run.stdout
+    report = json.loads(out.read_text("utf-8"))
+    assert report["modes"] == []
+    (chat,) = report["chat"]
+    per = {q["id"]: q for q in chat["per_question"]}
+    assert per["pw"]["cited"][0] == "passwords" and per["pw"]["cited_expected"]
+    assert per["pw-phrase"]["contains"] is True  # case is ignored
+    assert per["ja"]["cited_expected"]
+    assert per["none"]["grounded"] is False and per["none"]["correct_call"]
+    assert chat["metrics"]["citation_accuracy"] == 1.0 and chat["metrics"]["not_covered_recall"] == 1.0
+    assert chat["counts"] == {"questions": 4, "answerable": 3, "unanswerable": 1, "declined": 1, "with_phrase": 1}
+    assert 0 < chat["latency_ms"]["p50"] <= chat["latency_ms"]["p95"]
+
+
+def test_a_bad_chat_file_fails_before_any_ingest(tmp_path: Path):
+    data = _dataset(tmp_path / "bad-chat")
+    questions = data / "chat.jsonl"
+    questions.write_text('{"id": "x", "question": "Why?"}\n', "utf-8")
+    run = _eval(Settings(data_dir=tmp_path / "data"), str(data), "--chat", str(questions))
+    assert run.returncode == 2
+    assert f"{questions}:1" in run.stderr and "doc_ids" in run.stderr

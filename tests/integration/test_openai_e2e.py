@@ -80,3 +80,44 @@ def test_chat_through_an_openai_compatible_server(settings: Settings, fake: Fake
             assert streamed_request["stream"] is True and streamed_request["stream_options"] == {"include_usage": True}
     finally:
         server.stop()
+
+
+POLICY = """# {name} travel policy
+
+## Hotels
+
+Book a standard room within the nightly limit of {limit} dollars. Keep every receipt.
+
+## Meals
+
+Meals are paid from the daily allowance of {meals} dollars.
+"""
+
+
+def test_the_model_reads_each_documents_best_passage_first_with_its_title_and_section(
+    settings: Settings, fake: FakeOpenAI
+) -> None:
+    server = Server(settings, KS_CHAT_PROVIDER="openai", KS_OPENAI_BASE_URL=fake.base_url, KS_CHAT_MODEL=MODEL)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for name, limit, meals in (("Wombat", 140, 40), ("Quokka", 180, 50)):
+                body = POLICY.format(name=name, limit=limit, meals=meals).encode()
+                r = http.post("/v1/documents", files={"file": (f"{name.lower()}.md", body)})
+                assert r.status_code == 201, r.text
+            r = http.post("/v1/chat", json={"message": "What is the nightly hotel limit in the Wombat travel policy?"})
+            assert r.status_code == 200, r.text
+            answer = r.json()
+            (sent,) = [q.body for q in fake.requests_to("chat")]
+            system, user = sent["messages"][0]["content"], sent["messages"][-1]["content"]
+            # the prompt makes the model cite, and cite the document the question names
+            assert "End every sentence of your answer with the source(s)" in system
+            assert "cite, the source whose document and section are the ones the question asks about" in system
+            headers = [line for line in user.splitlines() if line.startswith("[")]
+            # best passage first, under its title and section; the other document's best passage before any
+            # second passage of the first document
+            assert headers[0] == "[1] Wombat travel policy > Hotels"
+            assert headers[1].startswith("[2] Quokka travel policy >")
+            assert "nightly limit of 140 dollars" in user.split("[2]")[0]
+            assert answer["citations"][0]["title"] == "Wombat travel policy" and answer["grounded"]
+    finally:
+        server.stop()

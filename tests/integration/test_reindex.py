@@ -25,6 +25,7 @@ from app.ingest.reindex import reindex
 from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore, IndexInfo, SourcePosition
 from app.stores.vector.factory import build_chunk_store
 from app.text.analysis import default_analyzer
+from app.text.context import context_line, embedding_text
 
 BIN = Path(sys.executable).parent / "knowledge-search"
 
@@ -149,7 +150,10 @@ def test_reindex_switches_the_store_to_the_new_embedder(settings: Settings) -> N
         assert store.count() == 5
         everyone = ChunkFilter()
         for rec in records(B):
-            hits = store.vector_search(B.embed_query(rec.text), everyone, 3)
+            # re-embedded as at ingest: the chunk's title and heading path above its text
+            indexed = embedding_text(context_line(rec.title, rec.source.heading_path), rec.text)
+            assert indexed.startswith(f"Title of {rec.document_id} > Policy > {rec.document_id}\n\n")
+            hits = store.vector_search(B.embed_query(indexed), everyone, 3)
             assert hits[0].chunk.chunk_id == rec.chunk_id
             assert hits[0].score == pytest.approx(1.0, abs=1e-3)
         assert [h.chunk.chunk_id for h in store.keyword_search(ANALYZER.tokens("encryption"), everyone, 5)] == [

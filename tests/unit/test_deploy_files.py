@@ -18,7 +18,7 @@ def test_compose_wires_app_to_postgres_and_opensearch():
     assert env["KS_VECTOR_STORE"] == "opensearch"
     assert env["KS_OPENSEARCH_URL"] == "http://opensearch:9200"
     assert env["KS_DATABASE_URL"].startswith("postgresql+psycopg://") and "@postgres:5432/" in env["KS_DATABASE_URL"]
-    assert app["ports"] == ["8000:8000"]
+    assert app["ports"] == ["${KS_HTTP_PORT:-8000}:8000"]
     assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["migrate"]["command"] == ["knowledge-search", "migrate"]
     for name in ("opensearch", "postgres", "app"):

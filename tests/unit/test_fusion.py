@@ -54,7 +54,9 @@ def test_z_scores_by_hand():
     # mean 8, population standard deviation sqrt(32 / 3)
     sd = math.sqrt(32 / 3)
     assert z_scores(KEYWORD) == [("a", pytest.approx(4 / sd)), ("b", 0.0), ("c", pytest.approx(-4 / sd))]
-    assert z_scores([("a", 5.0), ("b", 5.0)]) == [("a", 0.0), ("b", 0.0)]
+    # nothing to standardize against: the candidates are the top, as min-max says (not 0.0, "average")
+    assert z_scores([("a", 5.0), ("b", 5.0)]) == [("a", 1.0), ("b", 1.0)]
+    assert z_scores([("a", 0.83)]) == [("a", 1.0)]
     assert z_scores([]) == []
 
 
@@ -113,3 +115,8 @@ def test_fusion_validates_and_labels():
         Fusion("rrf", k=0)
     with pytest.raises(ValueError, match="method"):
         Fusion("borda")  # type: ignore[arg-type]
+
+
+def test_a_lone_result_of_both_retrievers_does_not_score_zero():
+    fused = Fusion("zscore", weight_vector=0.5).fuse([("only", 7.2)], [("only", 0.81)])
+    assert fused == [("only", pytest.approx(1.0))]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.api.schemas.common import COLLECTION_PATTERN, Metadata, Principal, aware
+from app.api.schemas.common import COLLECTION_PATTERN, SOME_TEXT_PATTERN, Metadata, Principal, aware
 
 
 class JobRead(BaseModel):
@@ -91,7 +91,12 @@ class TextDocumentCreate(BaseModel):
     )
 
     title: str | None = Field(None, max_length=512)
-    text: str = Field(..., min_length=1, pattern=r"\S", description="The document's text (plain text or Markdown).")
+    text: str = Field(
+        ...,
+        min_length=1,
+        pattern=SOME_TEXT_PATTERN,
+        description="The document's text (plain text or Markdown).",
+    )
     format: Literal["text", "markdown"] = "text"
     collection: str = Field("default", pattern=COLLECTION_PATTERN)
     metadata: Metadata = Field(default_factory=dict)

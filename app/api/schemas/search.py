@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.api.schemas.common import COLLECTION_PATTERN, Filters
+from app.api.schemas.common import COLLECTION_PATTERN, SOME_TEXT_PATTERN, Filters
 from app.api.schemas.documents import SourceRead
 
 
@@ -14,7 +14,14 @@ class FusionRequest(BaseModel):
     """How a hybrid search merges its keyword and vector results; unset fields take the service's settings."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"method": "minmax", "weight_vector": 0.7}]}
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"method": "minmax", "weight_vector": 0.7}],
+            # what the validator below says, said in the schema too: k goes with rrf, weight_vector with the others
+            "if": {"properties": {"method": {"const": "rrf"}}, "required": ["method"]},
+            "then": {"properties": {"weight_vector": {"type": "null"}}},
+            "else": {"properties": {"k": {"type": "null"}}},
+        },
     )
 
     method: Literal["rrf", "minmax", "zscore"] = Field(
@@ -50,17 +57,27 @@ class SearchRequest(BaseModel):
                     "collection": "hr",
                     "filters": {"dept": "hr", "year": {"in": [2025, 2026]}},
                 }
-            ]
+            ],
+            # fusion applies to hybrid searches only (the validator below refuses it with the other modes)
+            "if": {"properties": {"mode": {"enum": ["semantic", "keyword"]}}, "required": ["mode"]},
+            "then": {"properties": {"fusion": {"type": "null"}}},
         },
     )
 
-    query: str = Field(..., min_length=1, max_length=2000, pattern=r"\S", description="What to look for.")
+    query: str = Field(..., min_length=1, max_length=2000, pattern=SOME_TEXT_PATTERN, description="What to look for.")
     top_k: int = Field(10, ge=1, le=100)
     collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
     filters: Filters = Field(default_factory=dict)
     mode: Literal["hybrid", "semantic", "keyword"] = "hybrid"
     fusion: FusionRequest | None = Field(
         None, description="Hybrid mode only: override how keyword and vector results are merged (KS_FUSION)."
+    )
+    per_document: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="At most this many chunks of one document (its best ones), so that one long document does "
+        "not fill the results; default: no limit.",
     )
 
     @model_validator(mode="after")
@@ -76,7 +93,12 @@ class SearchResult(BaseModel):
     title: str
     text: str
     score: float = Field(
-        description="Fused score (hybrid, see `fusion`), cosine similarity (semantic) or BM25 (keyword)."
+        description="Higher is better; comparable within one response only. `keyword`: BM25 (title and headings "
+        "weighted in). `semantic`: cosine similarity of query and chunk embeddings, -1..1 (the local e5 model "
+        "gives related text about 0.8 to 0.9). `hybrid`: the fused score of `fusion`: with `zscore` (default) "
+        "the weighted sum of the two retrievers' standardized scores (standard deviations above the candidates' "
+        "mean; a lone candidate counts 1.0), with `minmax` the weighted sum of scores scaled to 0..1, with `rrf` "
+        "the sum of 1 / (k + rank)."
     )
     metadata: dict[str, Any]
     source: SourceRead
@@ -102,7 +124,7 @@ class ChatRequest(BaseModel):
         },
     )
 
-    message: str = Field(..., min_length=1, max_length=4000, pattern=r"\S", description="Your question.")
+    message: str = Field(..., min_length=1, max_length=4000, pattern=SOME_TEXT_PATTERN, description="Your question.")
     conversation_id: str | None = Field(None, max_length=64, description="Continue an earlier conversation.")
     collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
     filters: Filters = Field(default_factory=dict)

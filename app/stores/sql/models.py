@@ -10,8 +10,10 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -250,3 +252,16 @@ class Source(Base):
     @property
     def origin(self) -> str:
         return f"source:{self.id}"
+
+
+class RateLimitHit(Base):
+    """One request of an API key, kept for a minute: the moving window every instance counts in."""
+
+    __tablename__ = "rate_limit_hits"
+    __table_args__ = (Index("ix_rate_limit_hits_key_at", "key_id", "at"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    key_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)

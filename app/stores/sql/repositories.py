@@ -28,6 +28,7 @@ from app.stores.sql.models import (
     DocumentReader,
     Job,
     Message,
+    RateLimitHit,
     Source,
     SyncJob,
     utcnow,
@@ -356,3 +357,33 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), doc_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadInput("cursor is not valid: pass the next_cursor value from a previous page") from exc
+
+    def get(self, sync_id: str) -> SyncJob | None:
+        return self.session.get(SyncJob, sync_id)
+
+
+class RateLimitRepository:
+    """Per-key requests of the last minute, shared by every instance through the metadata database."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def lock(self, key_id: str) -> None:
+        """Serialize the count-then-add of one key across instances (Postgres: a transaction advisory lock)."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"ks-rate:{key_id}"))))
+
+    def since(self, key_id: str, start: float) -> tuple[int, float | None]:
+        """(requests of ``key_id`` after ``start``, the time of the oldest of them)."""
+        n, oldest = self.session.execute(
+            select(func.count(), func.min(RateLimitHit.at)).where(
+                RateLimitHit.key_id == key_id, RateLimitHit.at > start
+            )
+        ).one()
+        return int(n), oldest
+
+    def add(self, key_id: str, at: float) -> None:
+        self.session.add(RateLimitHit(key_id=key_id, at=at))
+
+    def prune(self, before: float) -> None:
+        self.session.execute(delete(RateLimitHit).where(RateLimitHit.at <= before))

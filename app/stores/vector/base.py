@@ -12,15 +12,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.core.sentinel import UNSET, Unset
 
-class Unset:
-    """Marks an argument that was not given (None is a value: an ACL of None means public)."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET = Unset()
+__all__ = ["UNSET", "Unset"]  # the stores' callers pass UNSET for "not given" (defined in app.core.sentinel)
 
 
 @dataclass(slots=True)
@@ -64,6 +58,8 @@ class ChunkRecord:
     acl: list[str] | None = None
     # Analyzed keyword tokens (see app.text.analysis), space separated.
     tokens: str = ""
+    # Analyzed tokens of the chunk's title and heading path (app.text.context), a BM25 field of its own.
+    context: str = ""
     vector: np.ndarray | None = None
 
 
@@ -130,7 +126,7 @@ class ChunkStore(Protocol):
         """The document's chunks in order (without vectors)."""
 
     def keyword_search(self, tokens: list[str], flt: ChunkFilter, limit: int) -> list[Hit]:
-        """BM25 over analyzed tokens; higher score is better."""
+        """BM25 over analyzed tokens (the text field plus the context field, weighted); higher is better."""
 
     def vector_search(self, vector: np.ndarray, flt: ChunkFilter, limit: int) -> list[Hit]:
         """Cosine similarity over normalized vectors; higher is better."""
@@ -141,7 +137,8 @@ class ChunkStore(Protocol):
     def chunk_counts(self) -> dict[str, int]:
         """Chunks per document id, for every document that has any."""
 
-    def ping(self) -> None:
-        """Raise StoreUnavailable when the store does not answer."""
+    def ping(self) -> str | None:
+        """Raise StoreUnavailable when the store cannot serve; a note ("degraded: ...") when it serves with less
+        redundancy than configured (an OpenSearch index whose replicas are not all assigned)."""
 
     def close(self) -> None: ...

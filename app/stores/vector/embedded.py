@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS chunk_acl (
   principal TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ix_chunk_acl ON chunk_acl(principal, rowid);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(tokens, tokenize = 'unicode61 remove_diacritics 0');
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(tokens, context, tokenize = 'unicode61 remove_diacritics 0');
 CREATE TABLE IF NOT EXISTS store_state (
   id INTEGER PRIMARY KEY CHECK (id = 1),
   generation INTEGER NOT NULL,
@@ -57,10 +57,12 @@ INSERT OR IGNORE INTO store_state (id, generation, delete_generation) VALUES (1,
 """
 
 METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
+# The weight of a chunk's context (title and headings) against its text in BM25 (KS_KEYWORD_CONTEXT_WEIGHT).
+CONTEXT_WEIGHT = 1.0
 
 
 class EmbeddedChunkStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, context_weight: float = CONTEXT_WEIGHT) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._lock = threading.RLock()
@@ -72,6 +74,8 @@ class EmbeddedChunkStore:
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(chunks)")}
         if "live" not in columns:  # a store written before staged updates existed
             self._conn.execute("ALTER TABLE chunks ADD COLUMN live INTEGER NOT NULL DEFAULT 1")
+        self._add_context_column()
+        self._context_weight = float(context_weight)
         # One BLAS thread: a matrix-vector product is memory-bound, and BLAS threads spinning beside the
         # embedder's OpenMP threads made a 10k-chunk hybrid search 40x slower on 2 cores (bench/ingest_search).
         threadpool_limits(limits=1, user_api="blas")
@@ -79,6 +83,27 @@ class EmbeddedChunkStore:
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._rowids = np.zeros(0, dtype=np.int64)
         self._gen = (-1, -1)
+
+    def _add_context_column(self) -> None:
+        """A store written before chunks had a context field gets an empty one (FTS5 tables cannot ALTER, so
+        the keyword index is copied into a new table once); `knowledge-search reindex` fills it."""
+        columns = [d[0] for d in self._conn.execute("SELECT * FROM chunks_fts LIMIT 0").description]
+        if "context" in columns:
+            return
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.execute(
+                "CREATE VIRTUAL TABLE chunks_fts_v2 USING fts5(tokens, context,"
+                " tokenize = 'unicode61 remove_diacritics 0')"
+            )
+            cur.execute("INSERT INTO chunks_fts_v2 (rowid, tokens, context) SELECT rowid, tokens, '' FROM chunks_fts")
+            cur.execute("DROP TABLE chunks_fts")
+            cur.execute("ALTER TABLE chunks_fts_v2 RENAME TO chunks_fts")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
 
     # --- lifecycle -------------------------------------------------------------------------------
     def ensure_ready(self, info: IndexInfo) -> None:
@@ -108,12 +133,13 @@ class EmbeddedChunkStore:
             ).fetchone()
         return None if model is None else IndexInfo(embedding_model=model, dimension=int(dim))
 
-    def ping(self) -> None:
+    def ping(self) -> str | None:
         try:
             with self._lock:
                 self._conn.execute("SELECT 1 FROM store_state").fetchone()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"embedded chunk store is not readable: {exc}") from exc
+        return None
 
     def close(self) -> None:
         with self._lock:
@@ -151,7 +177,10 @@ class EmbeddedChunkStore:
                         ),
                     )
                     rowid = cur.lastrowid
-                    cur.execute("INSERT INTO chunks_fts (rowid, tokens) VALUES (?, ?)", (rowid, c.tokens))
+                    cur.execute(
+                        "INSERT INTO chunks_fts (rowid, tokens, context) VALUES (?, ?, ?)",
+                        (rowid, c.tokens, c.context),
+                    )
                     if c.acl:
                         cur.executemany(
                             "INSERT INTO chunk_acl (rowid, principal) VALUES (?, ?)", [(rowid, p) for p in c.acl]
@@ -303,17 +332,17 @@ class EmbeddedChunkStore:
             # No filter but `live`: staged rows are few, so exclude them by the partial index instead of
             # joining every match with its chunk row.
             ranked = (
-                "SELECT chunks_fts.rowid AS rid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ?"
+                "SELECT chunks_fts.rowid AS rid, bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts WHERE chunks_fts MATCH ?"
                 " AND chunks_fts.rowid NOT IN (SELECT rowid FROM chunks WHERE live = 0) ORDER BY s LIMIT ?"
             )
         else:
             ranked = (
-                "SELECT c.rowid AS rid, bm25(chunks_fts) AS s FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid"
+                "SELECT c.rowid AS rid, bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid"
                 f" WHERE chunks_fts MATCH ? AND c.live = 1 AND {where} ORDER BY s LIMIT ?"
             )
         sql = f"WITH m AS ({ranked}) SELECT {_COLUMNS}, m.s FROM m JOIN chunks c ON c.rowid = m.rid ORDER BY m.s"
         with self._lock:
-            rows = self._conn.execute(sql, [match, *params, limit]).fetchall()
+            rows = self._conn.execute(sql, [self._context_weight, match, *params, limit]).fetchall()
         return [Hit(_record(r), -float(r[-1])) for r in rows]
 
     def vector_search(self, vector: np.ndarray, flt: ChunkFilter, limit: int) -> list[Hit]:

@@ -11,7 +11,7 @@ def build_chunk_store(settings: Settings) -> ChunkStore:
     if settings.vector_store == "embedded":
         from app.stores.vector.embedded import EmbeddedChunkStore
 
-        return EmbeddedChunkStore(settings.data_dir / "chunks.db")
+        return EmbeddedChunkStore(settings.data_dir / "chunks.db", context_weight=settings.keyword_context_weight)
     if settings.vector_store == "opensearch":
         try:
             from app.stores.vector.opensearch import OpenSearchChunkStore
