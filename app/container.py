@@ -19,6 +19,7 @@ from app.core.errors import StoreUnavailable
 from app.core.events import Observers
 from app.ingest.blobs import build_blob_store, clear_stale_spool
 from app.ingest.catalog import Catalog
+from app.ingest.parsers import ParseLimits
 from app.ingest.service import IngestService
 from app.ingest.sources import SourceRegistry, SyncService, build_s3_sync
 from app.ingest.worker import JobWorker
@@ -161,6 +162,7 @@ def build_container(
         lease_s=settings.job_lease_s,
         backoff_s=settings.job_backoff_s,
         observers=observers,
+        parse_limits=parse_limits(settings),
     )
     chat = ChatService(
         sessions,
@@ -193,6 +195,17 @@ def build_container(
         ),
         observers=observers,
         schema=schema,
+    )
+
+
+def parse_limits(settings: Settings) -> ParseLimits:
+    mib = 1 << 20
+    return ParseLimits(
+        parse_bytes=int(settings.max_parse_mb * mib),
+        inflated_bytes=int(settings.max_inflated_mb * mib),
+        compression_ratio=settings.max_compression_ratio,
+        pdf_pages=settings.max_pdf_pages,
+        pdf_stream_bytes=int(settings.max_pdf_stream_mb * mib),
     )
 
 

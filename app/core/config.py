@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(30.0, gt=0)
     job_max_attempts: int = Field(5, ge=1, le=50)
     job_backoff_s: float = Field(2.0, ge=0)
+    # What parsing one upload may cost (app/ingest/parsers/limits.py); a file past a limit gets 413 and why.
+    # Memory one whole-file parse (DOCX, HTML, Markdown) may take, estimated from the file before it is parsed;
+    # one such parse runs at a time.
+    max_parse_mb: float = Field(512.0, gt=0)
+    # Bytes a .docx may inflate to (all its parts), and page content a PDF's text extraction may parse in all.
+    max_inflated_mb: float = Field(128.0, gt=0)
+    # A .docx part (past 1 MiB inflated) compressed more than this many to one is a decompression bomb.
+    max_compression_ratio: int = Field(100, ge=10)
+    max_pdf_pages: int = Field(10_000, ge=1)
+    # Bytes one PDF stream may inflate to (pypdf's own limits are set from it).
+    max_pdf_stream_mb: float = Field(16.0, gt=0)
 
     # Search
     rrf_k: int = Field(60, ge=1)

@@ -12,7 +12,7 @@ from typing import Any
 
 from app.core.errors import Unprocessable
 from app.ingest.chunking import ChunkDraft, chunk_document
-from app.ingest.parsers import parse_parts
+from app.ingest.parsers import DEFAULT_LIMITS, ParseLimits, parse_parts
 from app.ingest.payload import Payload
 from app.ingest.redaction import redact_document
 from app.providers.base import Embedder
@@ -61,9 +61,11 @@ class ChunkPipeline:
         chunk_size: int,
         chunk_overlap: int,
         batch: int = 32,
+        limits: ParseLimits = DEFAULT_LIMITS,
     ) -> None:
         self._store, self._embedder, self._analyzer = store, embedder, analyzer
         self._size, self._overlap, self._batch = chunk_size, chunk_overlap, batch
+        self._limits = limits
 
     def stage(
         self, doc_id: str, payload: Payload, target: Target, id_prefix: str, progress: StageProgress | None = None
@@ -92,7 +94,7 @@ class ChunkPipeline:
         document-wide (parts join with a blank line); PII is redacted before anything is chunked, embedded or
         stored; the title is settled with the first part."""
         offset, first = 0, True
-        for part, share_read in parse_parts(payload, target.content_type):
+        for part, share_read in parse_parts(payload, target.content_type, self._limits):
             if target.redact:
                 part, count = redact_document(part)
                 target.redactions = (target.redactions or 0) + count

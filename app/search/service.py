@@ -77,7 +77,7 @@ class SearchService:
 
     def _keyword(self, query: str, flt: ChunkFilter, limit: int, timings: dict[str, float]) -> list[Hit]:
         t = time.perf_counter()
-        hits = self._store.keyword_search(self._analyzer.tokens(query), flt, limit)
+        hits = self._store.keyword_search(self._analyzer.query_terms(query), flt, limit)
         timings["keyword"] = _ms(t)
         return hits
 

@@ -26,6 +26,12 @@ STOP_WORDS = frozenset(
 )
 # Sudachi's input limit is 49149 bytes; cut long texts into pieces well below it.
 _MAX_PIECE_CHARS = 8000
+# A keyword query keeps this many distinct terms: more than any question a person types, where a 4,000-character
+# chat message has hundreds (OpenSearch refuses a query of more than 1,024 clauses, and SQLite scores every chunk
+# that matches any of them). A longer one keeps its first and its last terms (a pasted text, then the question),
+# half each; only its first and last MAX_QUERY_CHARS characters are analyzed.
+MAX_QUERY_TERMS = 64
+MAX_QUERY_CHARS = 4_000
 
 
 class Analyzer:
@@ -61,6 +67,16 @@ class Analyzer:
                 elif m.part_of_speech()[0] not in _DROP_POS:
                     out.append(m.normalized_form().lower())
         return out
+
+    def query_terms(self, text: str, limit: int = MAX_QUERY_TERMS) -> list[str]:
+        """The distinct terms of a keyword query in the order they come: all of them, or, past ``limit``, the
+        first and the last ``limit / 2``."""
+        if len(text) > 2 * MAX_QUERY_CHARS:
+            text = text[:MAX_QUERY_CHARS] + "\n" + text[-MAX_QUERY_CHARS:]
+        terms = list(dict.fromkeys(self.tokens(text)))
+        if len(terms) <= limit:
+            return terms
+        return terms[: limit // 2] + terms[len(terms) - (limit - limit // 2) :]
 
 
 def _pieces(text: str) -> list[str]:

@@ -9,12 +9,15 @@ from pathlib import PurePath
 from app.core.errors import Unprocessable, UnsupportedMediaType
 from app.ingest.parsers import docx, html, markdown, pdf, text
 from app.ingest.parsers.base import Block, ParsedDocument
+from app.ingest.parsers.limits import DEFAULT_LIMITS, WHOLE_FILE_PARSE, ParseLimits, check_zip, check_zip_directory
 from app.ingest.payload import Payload
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "SUPPORTED_SUFFIXES",
     "SUPPORTED_TYPES",
     "Block",
+    "ParseLimits",
     "ParsedDocument",
     "detect_content_type",
     "parse",
@@ -24,14 +27,16 @@ __all__ = [
 TEXT, MARKDOWN, HTML = text.CONTENT_TYPE, markdown.CONTENT_TYPE, html.CONTENT_TYPE
 PDF, DOCX = pdf.CONTENT_TYPE, docx.CONTENT_TYPE
 
-_PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
-    TEXT: text.parse,
+_PARSERS: dict[str, Callable[[bytes, ParseLimits], ParsedDocument]] = {
+    TEXT: lambda data, _limits: text.parse(data),  # bounded by the upload size: no tree is built
     MARKDOWN: markdown.parse,
     HTML: html.parse,
     PDF: pdf.parse,
     DOCX: docx.parse,
 }
 SUPPORTED_TYPES = tuple(_PARSERS)
+# Parsed whole into a tree: one at a time (limits.WHOLE_FILE_PARSE).
+_TREES = {MARKDOWN, HTML, DOCX}
 
 _EXTENSIONS = {
     ".txt": TEXT, ".text": TEXT, ".md": MARKDOWN, ".markdown": MARKDOWN,
@@ -52,8 +57,8 @@ _SNIFF = 8192
 # Text files above this size are parsed as a stream of parts (PDFs always are, page by page); the other
 # formats' parsers need the whole file.
 STREAM_TEXT_ABOVE = 4 << 20
-_STREAMED: dict[str, Callable[[Payload], Iterator[tuple[ParsedDocument, float]]]] = {
-    TEXT: text.parse_stream,
+_STREAMED: dict[str, Callable[[Payload, ParseLimits], Iterator[tuple[ParsedDocument, float]]]] = {
+    TEXT: lambda payload, _limits: text.parse_stream(payload),
     PDF: pdf.parse_stream,
 }
 
@@ -90,8 +95,11 @@ def _claimed_type(filename: str | None, declared: str | None) -> str | None:
 def _is_docx_zip(payload: Payload) -> bool | None:
     """True/False for a readable zip with/without word/document.xml; None when the zip is damaged."""
     try:
-        with payload.open() as fh, zipfile.ZipFile(fh) as archive:
-            return "word/document.xml" in archive.namelist()
+        with payload.open() as fh:
+            check_zip_directory(fh)  # before zipfile makes an object of every entry
+            fh.seek(0)
+            with zipfile.ZipFile(fh) as archive:
+                return "word/document.xml" in archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError):
         return None
 
@@ -105,8 +113,11 @@ def _binary_kind(data: bytes) -> str | None:
     return None
 
 
-def detect_content_type(filename: str | None, content: bytes | Payload, declared: str | None = None) -> str:
-    """The content type to parse ``content`` as; UnsupportedMediaType or Unprocessable when there is none.
+def detect_content_type(
+    filename: str | None, content: bytes | Payload, declared: str | None = None, limits: ParseLimits = DEFAULT_LIMITS
+) -> str:
+    """The content type to parse ``content`` as; UnsupportedMediaType or Unprocessable when there is none, and
+    PayloadTooLarge for a .docx whose directory already declares more than ``limits`` allow.
 
     Only the first bytes are read (and a ZIP's directory), so a large upload is not loaded to decide."""
     payload = content if isinstance(content, Payload) else Payload.of_bytes(content)
@@ -121,6 +132,8 @@ def detect_content_type(filename: str | None, content: bytes | Payload, declared
     if data.startswith(_ZIP_SIGNATURES):
         is_docx = _is_docx_zip(payload)
         if is_docx or (is_docx is None and claimed == DOCX):
+            with payload.open() as fh:  # a bomb with honest headers is refused at upload, before it is queued
+                check_zip(fh, limits, declared_only=True)
             return DOCX  # a damaged .docx gets a 422 from parse(), not a 415
         raise _unsupported(f"{label} is a ZIP archive without word/document.xml, so not a .docx")
     kind = _binary_kind(data)
@@ -143,18 +156,24 @@ def detect_content_type(filename: str | None, content: bytes | Payload, declared
     return TEXT
 
 
-def parse(data: bytes, content_type: str) -> ParsedDocument:
-    """Parse ``data`` as ``content_type``; Unprocessable (422) explains what is wrong and what to do."""
+def parse(data: bytes, content_type: str, limits: ParseLimits = DEFAULT_LIMITS) -> ParsedDocument:
+    """Parse ``data`` as ``content_type``; Unprocessable (422) explains what is wrong and what to do,
+    PayloadTooLarge (413) which of ``limits`` the file passes."""
     base = _base_type(content_type)
     parser = _PARSERS.get(base or "")
     if parser is None:
         raise _unsupported(f"'{content_type}'")
     if not data.strip():
         raise Unprocessable("The file is empty: upload a file with some text in it")
-    return parser(data)
+    if base in _TREES:
+        with WHOLE_FILE_PARSE:
+            return parser(data, limits)
+    return parser(data, limits)
 
 
-def parse_parts(payload: Payload, content_type: str) -> Iterator[tuple[ParsedDocument, float]]:
+def parse_parts(
+    payload: Payload, content_type: str, limits: ParseLimits = DEFAULT_LIMITS
+) -> Iterator[tuple[ParsedDocument, float]]:
     """The document as consecutive parts, each with the share of the file read so far (for progress).
 
     Small files and formats that need the whole file come as one part; large text files and PDFs as several,
@@ -165,6 +184,6 @@ def parse_parts(payload: Payload, content_type: str) -> Iterator[tuple[ParsedDoc
     if streamed is not None and (base == PDF or payload.size > STREAM_TEXT_ABOVE):
         if payload.is_blank():
             raise Unprocessable("The file is empty: upload a file with some text in it")
-        yield from streamed(payload)
+        yield from streamed(payload, limits)
         return
-    yield parse(payload.read(), content_type), 1.0
+    yield parse(payload.read(), content_type, limits), 1.0

@@ -12,7 +12,8 @@ from docx.text.paragraph import Paragraph
 
 from app.core.errors import Unprocessable
 from app.ingest.parsers.base import ParsedDocument
-from app.ingest.parsers.text import NO_TEXT, DocBuilder, HeadingTrail
+from app.ingest.parsers.limits import DEFAULT_LIMITS, ParseLimits, check_zip
+from app.ingest.parsers.text import MAX_TITLE_CHARS, NO_TEXT, DocBuilder, HeadingTrail, short_text
 
 CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
@@ -35,17 +36,25 @@ class _Reader:
         self.builder = DocBuilder(CONTENT_TYPE)
         self.trail = HeadingTrail()
         self.title_paragraph: str | None = None
+        # python-docx resolves a paragraph's style by scanning every style of the document, each time (7 ms a
+        # paragraph here: minutes for a long document). Paragraphs name their style by id: resolve each id once.
+        self._levels: dict[str | None, int | None] = {}
+
+    def _level(self, paragraph: Paragraph) -> int | None:
+        style_id = paragraph._p.style
+        if style_id not in self._levels:
+            self._levels[style_id] = _heading_level(paragraph)
+        return self._levels[style_id]
 
     def paragraph(self, paragraph: Paragraph) -> None:
         text = paragraph.text
-        level = _heading_level(paragraph)
+        level = self._level(paragraph)
         if level is None or not text.strip():
             self.builder.add(text, self.trail.path)
             return
-        heading = " ".join(text.split())
-        self.trail.enter(level, heading)
+        self.trail.enter(level, text)
         if level == _TITLE_LEVEL and self.title_paragraph is None:
-            self.title_paragraph = heading
+            self.title_paragraph = short_text(text, MAX_TITLE_CHARS)
         self.builder.add(text, self.trail.path, is_heading=True)
 
     def table(self, table: Table) -> None:
@@ -74,7 +83,9 @@ def _open(data: bytes) -> Document:
         ) from exc
 
 
-def parse(data: bytes) -> ParsedDocument:
+def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> ParsedDocument:
+    # python-docx inflates and parses every part it reaches in one go: measure them first, in bounded memory.
+    check_zip(io.BytesIO(data), limits)
     document = _open(data)
     reader = _Reader()
     try:

@@ -11,7 +11,24 @@ from bs4.element import PageElement
 
 from app.core.errors import Unprocessable
 from app.ingest.parsers.base import ParsedDocument
-from app.ingest.parsers.text import NO_TEXT, DocBuilder, HeadingTrail, normalize
+from app.ingest.parsers.limits import (
+    BYTES_PER_TEXT_BYTE,
+    DEFAULT_LIMITS,
+    HTML_BYTES_PER_TAG,
+    ParseLimits,
+    check_parse_memory,
+    count_tags,
+)
+from app.ingest.parsers.text import (
+    MAX_TITLE_CHARS,
+    NO_TEXT,
+    DocBuilder,
+    HeadingTrail,
+    collapse_spaces,
+    normalize,
+    short_text,
+    sub_windowed,
+)
 
 CONTENT_TYPE = "text/html"
 
@@ -40,10 +57,10 @@ def _inline_text(nodes: list[PageElement]) -> str:
     for node in nodes:
         for item in _self_and_descendants(node):
             if type(item) is NavigableString:  # not comments, doctypes, CDATA
-                parts.append(_HTML_SPACE.sub(" ", item))
+                parts.append(sub_windowed(_HTML_SPACE, " ", item))
             elif isinstance(item, Tag) and item.name == "br":
                 parts.append("\n")
-    lines = (_HTML_SPACE.sub(" ", line).strip(" ") for line in "".join(parts).split("\n"))
+    lines = (sub_windowed(_HTML_SPACE, " ", line).strip(" ") for line in "".join(parts).split("\n"))
     return "\n".join(line for line in lines if line)
 
 
@@ -77,16 +94,19 @@ class _Walker:
             pending.clear()
 
     def _heading(self, level: int, text: str) -> None:
-        text = " ".join(text.split())
+        text = collapse_spaces(text)
         if not text:
             return
         self.trail.enter(level, text)
         if level == 1 and self.first_h1 is None:
-            self.first_h1 = text
+            self.first_h1 = short_text(text, MAX_TITLE_CHARS)
         self.builder.add(text, self.trail.path, is_heading=True)
 
 
-def parse(data: bytes) -> ParsedDocument:
+def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> ParsedDocument:
+    # Every tag becomes a Python object of about 1.5 KB: count them before BeautifulSoup builds its tree.
+    tags = count_tags(data)
+    check_parse_memory("The HTML page", tags, "tags", HTML_BYTES_PER_TAG, len(data) * BYTES_PER_TEXT_BYTE, limits)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
         # Bytes, so that BeautifulSoup honours <meta charset> (Shift_JIS pages and the like).

@@ -25,6 +25,11 @@ _BOMS = (
 # charset-normalizer's "mess" ratio; above this its guess is not trusted.
 _MAX_CHAOS = 0.1
 _BLANK_LINES = re.compile(r"\n{2,}")
+_SPACES = re.compile(r"\s+")
+# A heading path entry is stored with every chunk of its section, a title on the document: both are cut to a
+# sane length (a heading's own block keeps all of its text). A hostile file can hold a 50 MB heading.
+MAX_HEADING_CHARS = 300
+MAX_TITLE_CHARS = 512
 
 
 def has_bom(data: bytes) -> bool:
@@ -68,7 +73,48 @@ def text_encoding(head: bytes, *, partial: bool) -> str | None:
 def normalize(text: str) -> str:
     """\\r\\n and \\r become \\n, trailing spaces go; every other character is kept as it is (no NFKC)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if len(text) <= _NORMALIZE_WINDOW:
+        return _strip_lines(text)
+    # A window of lines at a time: a text of 50 million empty lines would otherwise be a list of 50 million.
+    parts, start = [], 0
+    while start < len(text):
+        end = text.find("\n", start + _NORMALIZE_WINDOW)
+        end = len(text) if end == -1 else end
+        parts.append(_strip_lines(text[start:end]))  # each window ends just before a line end
+        start = end
+    return "".join(parts)
+
+
+_NORMALIZE_WINDOW = 1 << 20
+
+
+def _strip_lines(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n"))
+
+
+def collapse_spaces(text: str) -> str:
+    """White space runs as one space, trimmed."""
+    return sub_windowed(_SPACES, " ", text).strip()
+
+
+def sub_windowed(pattern: re.Pattern[str], repl: str, text: str, window: int = 1 << 20) -> str:
+    """``pattern.sub(repl, text)`` for a pattern of white space runs, a window at a time: ``re.sub`` keeps every
+    piece between matches until it joins them, which for 50 MB of one-letter words is a GB."""
+    if len(text) <= window:
+        return pattern.sub(repl, text)
+    parts, start = [], 0
+    while start < len(text):
+        end = min(start + window, len(text))
+        run = pattern.match(text, end)  # a run of spaces at the cut stays whole, in this window
+        end = run.end() if run else end
+        parts.append(pattern.sub(repl, text[start:end]))
+        start = end
+    return "".join(parts)
+
+
+def short_text(text: str, limit: int) -> str:
+    """``text`` with white space collapsed, cut to ``limit`` characters."""
+    return collapse_spaces(text[: 4 * limit])[:limit].rstrip()
 
 
 class HeadingTrail:
@@ -80,7 +126,7 @@ class HeadingTrail:
     def enter(self, level: int, title: str) -> None:
         while self._open and self._open[-1][0] >= level:
             self._open.pop()
-        self._open.append((level, title))
+        self._open.append((level, short_text(title, MAX_HEADING_CHARS)))
 
     @property
     def path(self) -> list[str]:
@@ -112,7 +158,7 @@ class DocBuilder:
     def build(self, title: str | None, *, empty_detail: str) -> ParsedDocument:
         if not self.blocks:
             raise Unprocessable(empty_detail)
-        title = " ".join(title.split()) if title else None
+        title = short_text(title, MAX_TITLE_CHARS) if title else None
         return ParsedDocument("".join(self._parts), self.blocks, title or None, self.content_type)
 
 
