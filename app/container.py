@@ -21,6 +21,7 @@ from app.ingest.service import IngestService
 from app.ingest.sources import SourceRegistry, SyncService, build_s3_sync
 from app.ingest.worker import JobWorker
 from app.providers.base import ChatModel, Embedder, ObservedEmbedder
+from app.providers.batching import QueryEmbedder
 from app.providers.factory import build_chat_model, build_embedder, build_reranker
 from app.search.service import SearchService
 from app.stores.sql import migrate
@@ -85,10 +86,12 @@ class Container:
     def close(self) -> None:
         if self.worker is not None:
             self.worker.stop()
+        self.audit.close()  # the last events in, the journal removed
         self.store.close()
-        closer = getattr(self.chat_model, "close", None)
-        if callable(closer):
-            closer()
+        for part in (self.chat_model, self.embedder):  # the embedder's query thread, if it started one
+            closer = getattr(part, "close", None)
+            if callable(closer):
+                closer()
         self.engine.dispose()
 
 
@@ -105,7 +108,15 @@ def build_container(
     sessions = build_session_factory(engine)
     analyzer = default_analyzer()
     observers = Observers()
-    embedder = ObservedEmbedder(embedder or build_embedder(settings), observers)  # timed for /metrics
+    base = embedder or build_embedder(settings)
+    embedder = QueryEmbedder(
+        ObservedEmbedder(base, observers),  # model calls timed for /metrics
+        observers,
+        cache_size=settings.query_cache_size,
+        # Only the local model gains from one call for several queries; remote ones are called in parallel.
+        max_batch=settings.query_batch_size if callable(getattr(base, "embed_queries", None)) else 1,
+        max_wait_s=settings.query_batch_wait_ms / 1000,
+    )
     store = build_chunk_store(settings)
     store.ensure_ready(IndexInfo(embedding_model=embedder.model_id, dimension=embedder.dimension))
     chat_model = build_chat_model(settings, analyzer)
@@ -136,6 +147,14 @@ def build_container(
         backoff_s=settings.job_backoff_s,
         observers=observers,
     )
+    # Events go through a journal on local disk and reach the database in batches, off the request path.
+    audit = AuditLog(
+        sessions,
+        settings.audit_retention_days,
+        journal_dir=settings.data_dir / "audit-journal",
+        flush_s=settings.audit_flush_ms / 1000,
+    )
+    audit.recover()
     chat = ChatService(
         sessions,
         search,
@@ -158,7 +177,7 @@ def build_container(
         catalog=Catalog(store),
         keys=KeyService(sessions),
         sources=SourceRegistry(sessions),
-        audit=AuditLog(sessions, settings.audit_retention_days),
+        audit=audit,
         rate_limiter=KeyRateLimiter(settings.rate_limit_per_minute),
         observers=observers,
     )

@@ -45,6 +45,15 @@ class E5Embedder:
         with self._lock:
             return np.asarray(self._model.query(text), dtype=np.float32)
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """One call for several queries: the engine runs their tokens together (no padding), and each vector
+        is the one ``embed_query`` gives (app.providers.batching)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        with self._lock:
+            out = self._model.query(list(texts))
+        return np.ascontiguousarray(out, dtype=np.float32).reshape(len(texts), self.dimension)
+
 
 _HAS_JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff01-\uff5e]")
 
