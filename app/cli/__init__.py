@@ -9,23 +9,22 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from app.core.config import Settings
 
 if TYPE_CHECKING:
     from app.container import Container
 from app.core.errors import ConfigurationError
+from app.core.progress import progress_bars
 
 app = typer.Typer(help="knowledge-search: ingest, search and chat with your documents.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
-# The columns of every progress bar the CLI draws.
-BAR_COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
 
 def bars() -> Progress:
-    return Progress(*BAR_COLUMNS, console=err)
+    return progress_bars(err)
 
 
 def open_container(settings: Settings | None = None) -> Container:

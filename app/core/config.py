@@ -177,7 +177,3 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
-
-
-def get_settings() -> Settings:
-    return Settings()

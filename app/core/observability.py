@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.context import RequestContext, request_context
 from app.core.errors import AppError, ConfigurationError, StoreUnavailable
 from app.core.problems import problem_response
+from app.core.states import JobStatus
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -154,7 +155,7 @@ class _JobsCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         gauge = GaugeMetricFamily("ks_ingest_jobs_active", "Ingest jobs queued or running.", labels=["status"])
-        counts = {"queued": 0, "running": 0}
+        counts = {JobStatus.QUEUED.value: 0, JobStatus.RUNNING.value: 0}
         if self.count is not None:
             try:
                 counts.update(self.count())

@@ -8,7 +8,8 @@ import re
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 # kind:name, e.g. user:alice, group:hr. No spaces or commas: X-On-Behalf-Of is a comma-separated list of them.
-PRINCIPAL_PATTERN = r"^[a-z][a-z0-9_-]{0,31}:[^\s,]{1,200}$"
+# Control characters are named as well as \s: Python's \s counts \x1c-\x1f as spaces, the schema validator's does not.
+PRINCIPAL_PATTERN = r"^[a-z][a-z0-9_-]{0,31}:[^\s,\x00-\x1f\x7f]{1,200}$"
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 
 _COLLECTION = re.compile(COLLECTION_PATTERN)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID
 from rich.table import Table
 
+from app.core.progress import progress_bars
 from app.eval.runner import METRICS, EvalReport
 
 
@@ -15,9 +16,7 @@ class ProgressBars:
     """A ``runner.Progress`` callback that draws one bar per stage (ingest, queries)."""
 
     def __init__(self, console: Console) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        )
+        self._progress = progress_bars(console)
         self._tasks: dict[str, TaskID] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:

@@ -81,14 +81,12 @@ class S3BlobStore:
 
     @classmethod
     def from_url(cls, url: str, spool_dir: Path, *, region: str | None = None) -> S3BlobStore:
-        import boto3
-        from botocore.config import Config
+        from app.ingest.s3client import s3_client
 
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         if not bucket:
             raise ValueError(f"KS_BLOB_STORE={url!r}: expected s3://bucket[/prefix]")
-        config = Config(region_name=region, retries={"mode": "standard", "total_max_attempts": 5})
-        return cls(boto3.session.Session().client("s3", config=config), bucket, prefix, spool_dir)
+        return cls(s3_client(region), bucket, prefix, spool_dir)
 
     def _key(self, document_id: str) -> str:
         return self._prefix + _check(document_id)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core.states import DocumentStatus
 from app.stores.sql.repositories import DocumentRepository, JobRepository
 from app.stores.vector.base import ChunkStore
 
@@ -33,7 +34,7 @@ def inspect(sessions: sessionmaker[Session], store: ChunkStore) -> Inconsistenci
     with sessions() as session:
         docs = DocumentRepository(session)
         known = docs.all_ids()
-        deleting = docs.ids_with_status("deleting")
+        deleting = docs.ids_with_status(DocumentStatus.DELETING)
         indexed = docs.indexed_counts()
     return Inconsistencies(
         orphan_chunk_documents=sorted(set(stored) - known),
@@ -69,9 +70,9 @@ def recover(
         found = store.count(doc_id)
         with sessions.begin() as session:
             doc = DocumentRepository(session).get(doc_id)
-            if doc is None or doc.status != "indexed" or doc.chunk_count == found:
+            if doc is None or doc.status != DocumentStatus.INDEXED or doc.chunk_count == found:
                 continue
-            doc.status, doc.chunk_count = "failed", 0
+            doc.status, doc.chunk_count = DocumentStatus.FAILED, 0
             doc.error = f"the chunk store held {found} of its {expected} chunks; upload the document again"
         store.delete_document(doc_id)
     return report

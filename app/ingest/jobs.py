@@ -35,6 +35,11 @@ Progress = Callable[[int, int], None]
 HEARTBEAT_MAX_S = 5.0  # how often at most a running job checks in (deletion is noticed within this)
 
 
+# How a run ended, as the metrics count it: the document indexed, queued again for a retry, or failed.
+RUN_OUTCOMES: dict[str, str] = {DocumentStatus.INDEXED: "succeeded", DocumentStatus.QUEUED: "retried"}
+RUN_FAILED = "failed"
+
+
 class Cancelled(Exception):
     """The job is no longer wanted: its document is being deleted, or another worker holds its lease."""
 
@@ -88,10 +93,10 @@ class JobRunner:
     def run(self, job_id: str, holder: str, progress: Progress | None = None) -> Document:
         """Run a job we hold. Returns the document as it ended: indexed, queued again (a transient failure,
         retried with a backoff) or failed (with the reason)."""
-        started, status, chunks = time.perf_counter(), "failed", 0
+        started, status, chunks = time.perf_counter(), RUN_FAILED, 0
         try:
             doc = self._run(job_id, holder, progress)
-            status = {"indexed": "succeeded", "queued": "retried"}.get(doc.status, "failed")
+            status = RUN_OUTCOMES.get(doc.status, RUN_FAILED)
             chunks = doc.chunk_count or 0
             return doc
         finally:

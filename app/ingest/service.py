@@ -13,10 +13,8 @@ An upload that sets ``acl`` or ``metadata`` applies them together with its conte
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -25,9 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.access.caller import Caller
 from app.core.errors import (
-    AppError,
     BadInput,
-    Conflict,
     Forbidden,
     NotFound,
     PayloadTooLarge,
@@ -42,10 +38,11 @@ from app.ingest.blobs import BlobStore
 from app.ingest.consistency import Inconsistencies, inspect, recover
 from app.ingest.jobs import JobRunner, Progress
 from app.ingest.parsers import detect_content_type
-from app.ingest.pipeline import ChunkPipeline, StageProgress, Target, title_from_filename
+from app.ingest.pipeline import ChunkPipeline, title_from_filename
 from app.ingest.upload import RESERVED_EXTERNAL_SCHEMES, Outcome, Upload, Upserted, same_readers
+from app.ingest.writer import DocumentWriter
 from app.providers.base import Embedder
-from app.stores.sql.models import ORIGIN_API, Document, Job, dedup_key, utcnow
+from app.stores.sql.models import ORIGIN_API, Document, Job, dedup_key
 from app.stores.sql.repositories import CollectionRepository, DocumentRepository, JobRepository
 from app.stores.vector.base import UNSET, ChunkStore, Unset
 from app.text.analysis import Analyzer
@@ -79,6 +76,7 @@ class IngestService:
         self._pipeline = ChunkPipeline(
             store, embedder, analyzer, chunk_size=chunk_size, chunk_overlap=chunk_overlap, batch=embed_batch_size
         )
+        self._writer = DocumentWriter(sessions, store, self._pipeline, blobs, lease=self._lease)
         self.jobs = JobRunner(
             sessions,
             store,
@@ -317,83 +315,10 @@ class IngestService:
             if not changes:
                 with self._sessions() as session:
                     return Upserted(Outcome.UNCHANGED, doc, JobRepository(session).latest_for(doc.id))
-            return Upserted(Outcome.REPLACED, self._apply(doc.id, **changes))
+            return Upserted(Outcome.REPLACED, self._writer.apply(doc.id, **changes))
         title = upload.title or title_from_filename(upload.filename) or doc.title
-        replaced, job = self._replace_content(doc.id, upload, content_type, digest, acl, metadata, title[:512])
+        replaced, job = self._writer.swap_content(doc.id, upload, content_type, digest, acl, metadata, title[:512])
         return Upserted(Outcome.REPLACED, replaced, job, content_changed=True)
-
-    def _replace_content(
-        self,
-        document_id: str,
-        upload: Upload,
-        content_type: str,
-        digest: str,
-        acl: list[str] | None,
-        metadata: dict[str, Any],
-        title: str,
-    ) -> tuple[Document, Job | None]:
-        """Searches see the old chunks until every new one is staged, then only the new ones (with the new
-        access list and metadata)."""
-        with self._sessions.begin() as session:
-            doc = DocumentRepository(session).get(document_id)
-            if doc is None or doc.status != DocumentStatus.INDEXED:
-                raise Conflict(f"document {document_id} is changing: replace it once it is indexed")
-            job = JobRepository(session).add(
-                Job(
-                    document_id=doc.id,
-                    kind=JobKind.UPDATE,
-                    status=JobStatus.RUNNING,
-                    attempts=1,
-                    lease_until=utcnow() + self._lease,
-                )
-            )
-            target = Target.of(doc, CollectionRepository(session).get(doc.collection))
-            target.content_type, target.filename = content_type, upload.filename or doc.filename
-            target.title, target.metadata, target.acl = title, metadata, acl
-            job_id = job.id
-        try:
-            prefix = f"{document_id}-{uuid.uuid4().hex[:6]}-"
-            ids = self._pipeline.stage(document_id, upload.payload, target, prefix, self._update_progress(job_id))
-        except Exception as exc:
-            self._store.delete_staged(document_id)
-            reason = exc.detail if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
-            with self._sessions.begin() as session:
-                failed = JobRepository(session).get(job_id)
-                if failed is not None:
-                    failed.status, failed.error, failed.lease_until = JobStatus.FAILED, reason, None
-            raise
-        self._store.publish(document_id, ids)
-        with self._sessions.begin() as session:
-            docs = DocumentRepository(session)
-            doc = docs.get(document_id)
-            finished = JobRepository(session).get(job_id)
-            if doc is None:
-                self._store.delete_document(document_id)
-                raise NotFound(f"document {document_id} was deleted while it was being replaced")
-            doc.content_type, doc.content_hash, doc.size_bytes = content_type, digest, upload.payload.size
-            doc.filename, doc.title, doc.metadata_ = target.filename, target.title, target.metadata
-            doc.chunk_count, doc.status, doc.error, doc.redactions = (
-                len(ids),
-                DocumentStatus.INDEXED,
-                None,
-                target.redactions,
-            )
-            docs.set_readers(doc, acl)
-            doc.dedup_key = settled_key(doc.id)
-            if finished is not None:
-                finished.status, finished.lease_until = JobStatus.SUCCEEDED, None
-                finished.progress_done = finished.progress_total = len(ids)
-        return doc, finished
-
-    def _update_progress(self, job_id: str) -> StageProgress:
-        def report(done: int, total: int, title: str) -> None:
-            with self._sessions.begin() as session:
-                job = JobRepository(session).get(job_id)
-                if job is not None:
-                    job.progress_done, job.progress_total = done, total
-                    job.lease_until = utcnow() + self._lease  # still alive: keep the lease
-
-        return report
 
     # --- update (title, metadata, access list) -----------------------------------------------------
     def update(
@@ -419,38 +344,7 @@ class IngestService:
                 raise Unprocessable(str(exc)) from exc
         if not isinstance(acl, Unset) and acl and not all(is_principal(p) for p in acl):
             raise BadInput(f"acl: {PRINCIPAL_RULE}")
-        return self._apply(document_id, title=title, metadata=metadata, acl=acl)
-
-    def _apply(
-        self,
-        document_id: str,
-        *,
-        title: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        acl: list[str] | None | Unset = UNSET,
-    ) -> Document:
-        """Whichever side restricts access is written first, so a crash in between never shows the document's
-        text to more readers than either access list allows."""
-        with self._sessions.begin() as session:
-            docs = DocumentRepository(session)
-            doc = docs.get(document_id)
-            if doc is None or doc.status == DocumentStatus.DELETING:
-                raise NotFound(f"document {document_id} does not exist")
-            opening_up = not isinstance(acl, Unset) and (
-                acl is None or (doc.acl is not None and set(doc.acl) <= set(acl))
-            )
-            if not opening_up:
-                self._store.update_document(document_id, title=title, metadata=metadata, acl=acl)
-            if title is not None:
-                doc.title = title
-            if metadata is not None:
-                doc.metadata_ = metadata
-            if not isinstance(acl, Unset):
-                docs.set_readers(doc, acl)
-            doc.dedup_key = settled_key(doc.id)
-        if opening_up:
-            self._store.update_document(document_id, title=title, metadata=metadata, acl=acl)
-        return doc
+        return self._writer.apply(document_id, title=title, metadata=metadata, acl=acl)
 
     # --- delete ------------------------------------------------------------------------------------
     def delete(self, document_id: str, caller: Caller) -> None:
@@ -464,7 +358,7 @@ class IngestService:
             _check_writable(doc, caller)
             doc.status = DocumentStatus.DELETING
         self.jobs.cancel(document_id)
-        self._finish_delete(document_id)
+        self._writer.remove(document_id)
 
     def delete_origin(self, origin: str) -> int:
         """Delete every document a source made (the source was removed); returns how many."""
@@ -483,18 +377,9 @@ class IngestService:
             doc.status = DocumentStatus.DELETING
         self.jobs.cancel(document_id)
         try:
-            self._finish_delete(document_id)
+            self._writer.remove(document_id)
         except Exception:  # it stays "deleting", invisible; recover() finishes it
             log.exception("could not finish deleting document %s; the next start finishes it", document_id)
-
-    def _finish_delete(self, document_id: str) -> None:
-        self._store.delete_document(document_id)
-        with self._sessions.begin() as session:
-            docs = DocumentRepository(session)
-            doc = docs.get(document_id)
-            if doc is not None:
-                docs.delete(doc)
-        self._blobs.delete(document_id)
 
     # --- collections, consistency, counts ----------------------------------------------------------
     def configure_collection(self, name: str, *, redact_pii: bool) -> tuple[str, bool]:
@@ -521,7 +406,7 @@ class IngestService:
 
     def recover(self, report: Inconsistencies | None = None) -> Inconsistencies:
         """Repair what a crash can leave (see app.ingest.consistency.recover)."""
-        return recover(self._sessions, self._store, self._finish_delete, report)
+        return recover(self._sessions, self._store, self._writer.remove, report)
 
 
 def _check_writable(doc: Document, caller: Caller) -> None:
@@ -533,9 +418,3 @@ def _check_writable(doc: Document, caller: Caller) -> None:
         raise Forbidden(
             f"document {doc.id} is kept in step by {what}: change the source (or its files) instead, or ask an admin"
         )
-
-
-def settled_key(document_id: str) -> str:
-    """The dedup key of a document that has changed since it was uploaded: its own, unique. Only a fresh upload
-    is deduplicated against the bytes it came with."""
-    return hashlib.sha256(f"document:{document_id}".encode()).hexdigest()

@@ -91,7 +91,12 @@ class TextDocumentCreate(BaseModel):
     )
 
     title: str | None = Field(None, max_length=512)
-    text: str = Field(..., min_length=1, pattern=r"\S", description="The document's text (plain text or Markdown).")
+    text: str = Field(
+        ...,
+        min_length=1,
+        pattern=r"[^\s\x00-\x1f]",  # some character that is neither a space nor a control character
+        description="The document's text (plain text or Markdown).",
+    )
     format: Literal["text", "markdown"] = "text"
     collection: str = Field("default", pattern=COLLECTION_PATTERN)
     metadata: Metadata = Field(default_factory=dict)

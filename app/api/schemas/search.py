@@ -14,7 +14,14 @@ class FusionRequest(BaseModel):
     """How a hybrid search merges its keyword and vector results; unset fields take the service's settings."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"method": "minmax", "weight_vector": 0.7}]}
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"method": "minmax", "weight_vector": 0.7}],
+            # what the validator below says, said in the schema too: k goes with rrf, weight_vector with the others
+            "if": {"properties": {"method": {"const": "rrf"}}, "required": ["method"]},
+            "then": {"properties": {"weight_vector": {"type": "null"}}},
+            "else": {"properties": {"k": {"type": "null"}}},
+        },
     )
 
     method: Literal["rrf", "minmax", "zscore"] = Field(
@@ -50,7 +57,10 @@ class SearchRequest(BaseModel):
                     "collection": "hr",
                     "filters": {"dept": "hr", "year": {"in": [2025, 2026]}},
                 }
-            ]
+            ],
+            # fusion applies to hybrid searches only (the validator below refuses it with the other modes)
+            "if": {"properties": {"mode": {"enum": ["semantic", "keyword"]}}, "required": ["mode"]},
+            "then": {"properties": {"fusion": {"type": "null"}}},
         },
     )
 

@@ -11,8 +11,6 @@ import contextlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -26,6 +24,7 @@ from botocore.exceptions import (
 from app.core.errors import PayloadTooLarge
 from app.ingest.parsers import SUPPORTED_SUFFIXES
 from app.ingest.payload import Payload
+from app.ingest.s3client import s3_client
 from app.ingest.sources.sync import SourceError, SourceObject
 
 _MISSING_BUCKET = {"NoSuchBucket"}
@@ -36,25 +35,8 @@ _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "Si
 class S3Source:
     name = "s3"
 
-    def __init__(
-        self,
-        *,
-        region: str | None = None,
-        max_attempts: int = 5,
-        connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 60.0,
-        client: Any = None,
-    ) -> None:
-        config = Config(
-            region_name=region,
-            # total_max_attempts counts the first call too
-            retries={"mode": "standard", "total_max_attempts": max_attempts},
-            connect_timeout=connect_timeout_s,
-            read_timeout=read_timeout_s,
-        )
-        # A fresh session: it reads the environment now (endpoint override, credentials chain). Clients are
-        # thread-safe, so concurrent syncs share this one.
-        self._client = client or boto3.session.Session().client("s3", config=config)
+    def __init__(self, *, region: str | None = None, client: Any = None) -> None:
+        self._client = client or s3_client(region)
 
     @staticmethod
     def uri(bucket: str, key: str) -> str:

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.access.caller import SYSTEM
 from app.core.errors import AppError, NotFound, Unprocessable
-from app.core.states import SyncStatus
+from app.core.states import DocumentStatus, SyncStatus
 from app.ingest.payload import Payload
 from app.ingest.service import IngestService
 from app.ingest.upload import Outcome, Upload
@@ -173,7 +173,7 @@ class SyncService:
         if len(uri) > EXTERNAL_ID_MAX:
             raise Unprocessable(f"the key is too long: at most {EXTERNAL_ID_MAX} characters with the bucket")
         acl = source.acl or None
-        if existing is not None and existing.status == "indexed" and existing.etag == obj.etag:
+        if existing is not None and existing.status == DocumentStatus.INDEXED and existing.etag == obj.etag:
             if set(existing.acl or ()) != set(acl or ()):  # the admin changed the source's access list
                 self._ingest.update(existing.id, SYSTEM, acl=acl)
             report.unchanged += 1  # the same version: not even downloaded
