@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import signal
@@ -100,7 +101,16 @@ def main() -> None:
     ap.add_argument("--time-cap", type=float, default=40.0)
     ap.add_argument("--repeat-level", type=int, default=8, help="concurrency of the repeated-query run; 0: none")
     ap.add_argument("--ceiling-sizes", type=int, nargs="*", default=[1, 2, 4, 8, 16])
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="scheduling priority of the servers and this client (-10: ahead of "
+        "other work on a shared machine; needs root)",
+    )
     args = ap.parse_args()
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     specs = [parse_server(s, args.base) for s in (args.server or ["base=base", "new=."])]
     if args.backend == "opensearch":
         copy_to_opensearch()
@@ -108,7 +118,7 @@ def main() -> None:
     pool = sentence_pool(slices * (args.requests + 5))
     assert len(pool) >= slices * (args.requests + 5), f"only {len(pool)} distinct sentences"
     print(machine_line(), flush=True)
-    print(f"servers: {[(label, str(root), env) for label, root, env in specs]}", flush=True)
+    print(f"servers: {[(label, str(root), env) for label, root, env in specs]}, nice {args.nice}", flush=True)
 
     servers: dict[str, tuple[Any, str, int]] = {}
     try:
@@ -117,7 +127,7 @@ def main() -> None:
             shutil.rmtree(data, ignore_errors=True)
             shutil.copytree(DATA, data)  # each server its own copy: its own audit rows and conversations
             env = {**server_env(args.backend), "KS_DATA_DIR": str(data), **extra}
-            proc, url = start_server(env, executable=root / ".venv" / "bin" / "knowledge-search")
+            proc, url = start_server(env, executable=root / ".venv" / "bin" / "knowledge-search", nice=args.nice)
             servers[label] = (proc, url, proc.pid)
         rows: list[dict[str, Any]] = []
         turn = 0

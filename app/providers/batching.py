@@ -85,7 +85,7 @@ class QueryEmbedder:
         cache: QueryCache | None = None,
         max_batch: int = 16,
         max_wait_s: float = 0.002,
-        max_chars: int = 4000,
+        max_chars: int = 2000,
         max_defer_s: float = 0.25,
     ) -> None:
         self.inner = inner
