@@ -150,13 +150,15 @@ class QueryEmbedder:
     def _run(self) -> None:
         while True:
             with self._cond:
+                idle = not self._queue
                 while not self._queue and not self._closed:
                     self._cond.wait()
                 if self._closed and not self._queue:
                     return
-                if len(self._queue) < self._max_batch and self._max_wait > 0:
-                    # The model is idle and few are waiting: give the searches already on their way a moment
-                    # to join (bounded; at concurrency 1 this is the only latency batching adds).
+                if idle and len(self._queue) < self._max_batch and self._max_wait > 0:
+                    # The model was idle and a query just came: give the searches already on their way a
+                    # moment to join (bounded; at concurrency 1 this is the only latency batching adds). After
+                    # a busy spell the queue has waited long enough.
                     self._cond.wait_for(lambda: len(self._queue) >= self._max_batch, self._max_wait)
                 batch = self._take()
             self._embed(batch)
