@@ -24,6 +24,7 @@ from app.ingest.service import IngestService
 from app.ingest.sources import SourceRegistry, SyncService, build_s3_sync
 from app.ingest.worker import JobWorker
 from app.providers.base import ChatModel, Embedder, ObservedEmbedder
+from app.providers.batching import QueryEmbedder
 from app.providers.factory import build_chat_model, build_embedder, build_reranker
 from app.search.second_stage import SentenceRescorer
 from app.search.service import SearchService
@@ -108,10 +109,12 @@ class Container:
         self._closing.set()
         if self.worker is not None:
             self.worker.stop()
+        self.audit.close()  # the last events in, the journal removed
         self.store.close()
-        closer = getattr(self.chat_model, "close", None)
-        if callable(closer):
-            closer()
+        for part in (self.chat_model, self.embedder):  # the embedder's query thread, if it started one
+            closer = getattr(part, "close", None)
+            if callable(closer):
+                closer()
         self.engine.dispose()
 
 
@@ -130,7 +133,15 @@ def build_container(
     sessions = build_session_factory(engine)
     analyzer = default_analyzer()
     observers = Observers()
-    embedder = ObservedEmbedder(embedder or build_embedder(settings), observers)  # timed for /metrics
+    base = embedder or build_embedder(settings)
+    embedder = QueryEmbedder(
+        ObservedEmbedder(base, observers),  # model calls timed for /metrics
+        observers,
+        cache_size=settings.query_cache_size,
+        # Only the local model gains from one call for several queries; remote ones are called in parallel.
+        max_batch=settings.query_batch_size if callable(getattr(base, "embed_queries", None)) else 1,
+        max_wait_s=settings.query_batch_wait_ms / 1000,
+    )
     store = build_chunk_store(settings)
     _ensure_ready(store, IndexInfo(embedding_model=embedder.model_id, dimension=embedder.dimension), wait_s)
     chat_model = build_chat_model(settings, analyzer)
@@ -164,6 +175,14 @@ def build_container(
         observers=observers,
         parse_limits=parse_limits(settings),
     )
+    # Events go through a journal on local disk and reach the database in batches, off the request path.
+    audit = AuditLog(
+        sessions,
+        settings.audit_retention_days,
+        journal_dir=settings.data_dir / "audit-journal",
+        flush_s=settings.audit_flush_ms / 1000,
+    )
+    audit.recover()
     chat = ChatService(
         sessions,
         search,
@@ -189,7 +208,7 @@ def build_container(
         catalog=Catalog(store),
         keys=KeyService(sessions),
         sources=SourceRegistry(sessions),
-        audit=AuditLog(sessions, settings.audit_retention_days),
+        audit=audit,
         rate_limiter=build_rate_limiter(
             settings.rate_limit_storage, sessions, settings.rate_limit_per_minute, settings.is_sqlite
         ),

@@ -54,17 +54,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(env: dict[str, str], timeout_s: float = 120) -> tuple[subprocess.Popen[bytes], str]:
-    """`knowledge-search serve` on a free loopback port with only the given KS_* settings (inherited ones are
-    dropped), once /healthz answers; returns the process and its base URL."""
+def start_server(
+    env: dict[str, str], timeout_s: float = 120, executable: Path | None = None, nice: int = 0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`knowledge-search serve` (this environment's, or ``executable``) on a free loopback port with only the
+    given KS_* settings (inherited ones are dropped), once /healthz answers; returns the process and its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "knowledge-search"), "serve", "--port", str(port), "--log-level", "warning"],
+        [
+            str(executable or Path(sys.executable).parent / "knowledge-search"),
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         env={**{k: v for k, v in os.environ.items() if not k.startswith("KS_")}, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Every thread the server starts inherits its priority (a negative one needs root).
+        preexec_fn=(lambda: os.setpriority(os.PRIO_PROCESS, 0, nice)) if nice else None,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

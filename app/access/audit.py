@@ -13,9 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.access.audit_journal import AuditJournal
 from app.access.caller import Caller
 from app.core import context
 from app.core.errors import AppError
@@ -40,10 +43,35 @@ class Pending:
 
 
 class AuditLog:
-    def __init__(self, sessions: sessionmaker[Session], retention_days: int = 365) -> None:
+    """With ``journal_dir`` events are written off the request path in batches (``audit_journal``: nothing is
+    lost when the process dies); without, each in its own transaction as it happens."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        retention_days: int = 365,
+        *,
+        journal_dir: Path | None = None,
+        flush_s: float = 0.2,
+    ) -> None:
         self._sessions = sessions
         self._retention = timedelta(days=retention_days)
         self._writes = 0
+        self._journal = (
+            AuditJournal(journal_dir, self._insert, self._holds, flush_s=flush_s) if journal_dir is not None else None
+        )
+
+    def recover(self) -> int:
+        """Store the events that processes which died left in their journals (at start)."""
+        return self._journal.recover() if self._journal is not None else 0
+
+    def flush(self) -> None:
+        if self._journal is not None:
+            self._journal.flush()
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
 
     @contextmanager
     def action(self, caller: Caller, action: str, targets: list[str] | None = None) -> Iterator[Pending]:
@@ -61,26 +89,36 @@ class AuditLog:
         ctx = context.current()
         if ctx is not None:
             ctx.audited = True
+        event = {
+            "at": utcnow(),
+            "key_id": key_id,
+            "principals": principals,
+            "action": action,
+            "target_ids": [t for t in pending.targets if t][:100],
+            "status": pending.status,
+            "detail": (pending.detail or "")[:512] or None,
+            "client_addr": ctx.client_addr if ctx is not None else None,
+            "request_id": ctx.request_id if ctx is not None else None,
+        }
         try:
-            with self._sessions.begin() as session:
-                repo = AuditRepository(session)
-                repo.add(
-                    AuditEvent(
-                        key_id=key_id,
-                        principals=principals,
-                        action=action,
-                        target_ids=[t for t in pending.targets if t][:100],
-                        status=pending.status,
-                        detail=(pending.detail or "")[:512] or None,
-                        client_addr=ctx.client_addr if ctx is not None else None,
-                        request_id=ctx.request_id if ctx is not None else None,
-                    )
-                )
-                self._writes += 1
-                if self._writes % 1000 == 1:  # now and then, drop what is past retention
-                    repo.prune(utcnow() - self._retention)
+            if self._journal is not None:
+                self._journal.append(event)
+            else:
+                self._insert([event])
         except Exception:  # an audit failure must be seen, but must not turn a done action into an error
             log.exception("could not write the audit event for %s", action)
+
+    def _insert(self, events: list[dict[str, Any]]) -> None:
+        with self._sessions.begin() as session:
+            repo = AuditRepository(session)
+            repo.add_many(events)
+            before, self._writes = self._writes, self._writes + len(events)
+            if before // 1000 != self._writes // 1000 or before == 0:  # now and then, drop what is past retention
+                repo.prune(utcnow() - self._retention)
+
+    def _holds(self, event: dict[str, Any]) -> bool:
+        with self._sessions() as session:
+            return AuditRepository(session).holds(event)
 
     def refusal(self, action: str, status: int, detail: str) -> None:
         """A request refused before its route could record it (authentication, scope, validation)."""
@@ -91,5 +129,6 @@ class AuditLog:
         self.record(key_id, None, action, Pending(status=status, detail=detail))
 
     def query(self, *, since: datetime | None, action: str | None, limit: int) -> list[AuditEvent]:
+        self.flush()  # what this process recorded so far is in the answer
         with self._sessions() as session:
             return AuditRepository(session).query(since=since, action=action, limit=limit)

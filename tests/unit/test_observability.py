@@ -89,6 +89,12 @@ def test_search_is_counted_by_route_template_and_stage(make_client: MakeClient) 
         assert sample(client, "ks_search_stage_duration_seconds_count", stage=stage) == 1
     assert sample(client, "ks_http_requests_total", method="POST", route="/v1/search", status="200") == 1
     assert sample(client, "ks_http_request_duration_seconds_count", method="POST", route="/v1/search") == 1
+    # the same query again (spaced differently) is served from the query-embedding cache: no second model call
+    assert client.post("/v1/search", json={"query": " office  hours", "mode": "semantic"}).status_code == 200
+    assert sample(client, "ks_query_embedding_cache_total", result="miss") == 1
+    assert sample(client, "ks_query_embedding_cache_total", result="hit") == 1
+    assert sample(client, "ks_embedded_texts_total", kind="query") == 1
+    assert sample(client, "ks_embedding_batch_size_count", kind="query") == 1
     # the template, never the raw path with its id
     text = client.get("/metrics").text
     assert 'route="/v1/documents/{document_id}"' in text

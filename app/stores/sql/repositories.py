@@ -13,7 +13,7 @@ import binascii
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.errors import BadInput
@@ -325,6 +325,24 @@ class AuditRepository(Repository[AuditEvent]):
         if action is not None:
             stmt = stmt.where(AuditEvent.action == action)
         return list(self.session.scalars(stmt.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)))
+
+    def add_many(self, events: list[dict[str, Any]]) -> None:
+        """One INSERT for a batch of events (the audit journal's writer)."""
+        self.session.execute(insert(AuditEvent), events)
+
+    def holds(self, event: dict[str, Any]) -> bool:
+        """Whether an event like this one (same moment, request, action, caller and status) is stored."""
+        at = event["at"]
+        stmt = select(AuditEvent.id).where(
+            AuditEvent.at.between(at - timedelta(milliseconds=1), at + timedelta(milliseconds=1)),
+            AuditEvent.action == event["action"],
+            AuditEvent.status == event["status"],
+        )
+        for column in ("request_id", "key_id"):
+            value = event.get(column)
+            attr = getattr(AuditEvent, column)
+            stmt = stmt.where(attr.is_(None) if value is None else attr == value)
+        return self.session.scalar(stmt.limit(1)) is not None
 
     def prune(self, older_than: datetime) -> int:
         result = self.session.execute(delete(AuditEvent).where(AuditEvent.at < older_than))
