@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.api.deps import CallerDep, ContainerDep
+from app.api.deps import CallerDep, ContainerDep, IdPath
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.schemas import (
     COLLECTION_PATTERN,
@@ -51,7 +51,7 @@ def list_keys(container: ContainerDep, caller: CallerDep) -> KeyList:
 
 
 @router.delete("/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def revoke_key(key_id: str, container: ContainerDep, caller: CallerDep) -> Response:
+def revoke_key(key_id: IdPath, container: ContainerDep, caller: CallerDep) -> Response:
     """Revoke a key: the next request with it gets 401."""
     caller.require(Scope.ADMIN)
     with container.audit.action(caller, "key.revoke", [key_id]) as audit:

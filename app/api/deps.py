@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, Header, Request, Security
+from fastapi import Depends, Header, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.access.caller import ANONYMOUS_LOCAL, Caller, identify
@@ -14,6 +14,7 @@ from app.api.schemas import DocumentRead, JobRead, SourceRead
 from app.container import Container
 from app.core import context
 from app.core.errors import Forbidden, Unauthorized
+from app.core.patterns import COLLECTION_PATTERN, ID_PATTERN
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -98,6 +99,11 @@ def read_session(container: Annotated[Container, Depends(get_container)]) -> Ite
 
 ContainerDep = Annotated[Container, Depends(get_container)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
+# A path segment naming something the service made (a document, job, key, sync): any other shape is 422, and
+# never reaches a database.
+# A registered source's name: named as a collection is.
+SourceName = Annotated[str, Path(pattern=COLLECTION_PATTERN, examples=["hr-handbooks"])]
+IdPath = Annotated[str, Path(pattern=ID_PATTERN, max_length=64, examples=["3f2a9c0e5b7d4e1f8a6b2c4d9e0f1a2b"])]
 if TYPE_CHECKING:
     ReadSessionDep = Annotated[Session, Depends(read_session)]
 else:  # the edge never names SQLAlchemy at run time

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.access.audit import Pending
 from app.access.caller import Caller
-from app.api.deps import CallerDep, ContainerDep, ReadSessionDep, document_read, source_read
+from app.api.deps import CallerDep, ContainerDep, IdPath, ReadSessionDep, document_read, source_read
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.schemas import (
     COLLECTION_PATTERN,
@@ -65,7 +65,7 @@ async def upload_document(
 
 @router.put("/{document_id}", response_model=DocumentRead, openapi_extra=UPLOAD_BODY)
 async def replace_document(
-    document_id: str, request: Request, response: Response, container: ContainerDep, caller: CallerDep
+    document_id: IdPath, request: Request, response: Response, container: ContainerDep, caller: CallerDep
 ) -> DocumentRead:
     """Replace a document's content (same body as upload; its collection and external_id stay): searches see the
     old version until the new one is fully indexed, then only the new one."""
@@ -116,13 +116,15 @@ def list_documents(
 
 
 @router.get("/{document_id}", response_model=DocumentRead)
-def get_document(document_id: str, session: ReadSessionDep, container: ContainerDep, caller: CallerDep) -> DocumentRead:
+def get_document(
+    document_id: IdPath, session: ReadSessionDep, container: ContainerDep, caller: CallerDep
+) -> DocumentRead:
     """Get one document with its status and its latest ingest job."""
     return document_read(*container.catalog.document(session, caller, document_id))
 
 
 @router.get("/{document_id}/chunks", response_model=ChunkList)
-def get_chunks(document_id: str, session: ReadSessionDep, container: ContainerDep, caller: CallerDep) -> ChunkList:
+def get_chunks(document_id: IdPath, session: ReadSessionDep, container: ContainerDep, caller: CallerDep) -> ChunkList:
     """The document's chunks in order, with where each came from."""
     chunks = container.catalog.chunks(session, caller, document_id)
     return ChunkList(
@@ -140,7 +142,9 @@ def get_chunks(document_id: str, session: ReadSessionDep, container: ContainerDe
 
 
 @router.patch("/{document_id}", response_model=DocumentRead)
-def update_document(document_id: str, body: DocumentPatch, container: ContainerDep, caller: CallerDep) -> DocumentRead:
+def update_document(
+    document_id: IdPath, body: DocumentPatch, container: ContainerDep, caller: CallerDep
+) -> DocumentRead:
     """Change a document's title, metadata or access list (`acl`); its chunks follow at once."""
     with container.audit.action(caller, "update", [document_id]):
         given = body.model_fields_set
@@ -155,7 +159,7 @@ def update_document(document_id: str, body: DocumentPatch, container: ContainerD
 
 
 @router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def delete_document(document_id: str, container: ContainerDep, caller: CallerDep) -> Response:
+def delete_document(document_id: IdPath, container: ContainerDep, caller: CallerDep) -> Response:
     """Delete a document and every chunk of it."""
     with container.audit.action(caller, "delete", [document_id]) as audit:
         container.ingest.delete(document_id, caller)

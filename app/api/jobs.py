@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import CallerDep, ContainerDep, ReadSessionDep, job_fields
+from app.api.deps import CallerDep, ContainerDep, IdPath, ReadSessionDep, job_fields
 from app.api.problems import PROBLEM_RESPONSES
 from app.api.schemas import COLLECTION_PATTERN, JobDetail, JobPage
 
@@ -21,7 +21,7 @@ def _detail(job: Job, doc: Document) -> JobDetail:
 
 
 @router.get("/{job_id}", response_model=JobDetail)
-def get_job(job_id: str, session: ReadSessionDep, container: ContainerDep, caller: CallerDep) -> JobDetail:
+def get_job(job_id: IdPath, session: ReadSessionDep, container: ContainerDep, caller: CallerDep) -> JobDetail:
     """A job's status, progress, attempts and error (jobs of documents the caller may read)."""
     return _detail(*container.catalog.job(session, caller, job_id))
 

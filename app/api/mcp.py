@@ -33,6 +33,7 @@ from app.api import search as search_routes
 from app.api.deps import CallerDep, read_session
 from app.api.schemas import (
     COLLECTION_PATTERN,
+    ID_PATTERN,
     ChatRequest,
     ChatResponse,
     ChunkRead,
@@ -104,7 +105,9 @@ def build_server() -> MCPServer:
     @tool
     async def read_document(
         ctx: Context,
-        document_id: Annotated[str, Field(description="A document id from search or list_documents.")],
+        document_id: Annotated[
+            str, Field(pattern=ID_PATTERN, description="A document id from search or list_documents.")
+        ],
         first: Annotated[int, Field(ge=0, description="Ordinal of the first chunk to return.")] = 0,
         limit: Annotated[int, Field(ge=1, le=200, description="How many chunks to return.")] = 50,
     ) -> DocumentChunks:

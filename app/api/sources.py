@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.api.deps import CallerDep, ContainerDep
+from app.api.deps import CallerDep, ContainerDep, IdPath, SourceName
 from app.api.problems import PROBLEM_RESPONSES, problem
 from app.api.schemas import SourceCreate, SourceInfo, SourceList, SyncCounts, SyncJobRead
 from app.core.errors import NotFound
@@ -53,14 +53,14 @@ def list_sources(container: ContainerDep, caller: CallerDep) -> SourceList:
 
 
 @router.get("/{name}", response_model=SourceInfo)
-def get_source(name: str, container: ContainerDep, caller: CallerDep) -> SourceInfo:
+def get_source(name: SourceName, container: ContainerDep, caller: CallerDep) -> SourceInfo:
     """One registered source (admin or `sync` scope)."""
     return SourceInfo.model_validate(container.sources.get(caller, name), from_attributes=True)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def remove_source(
-    name: str,
+    name: SourceName,
     container: ContainerDep,
     caller: CallerDep,
     keep_documents: bool = Query(False, description="Keep the documents it brought in (they stay as they are)."),
@@ -75,7 +75,7 @@ def remove_source(
 
 
 @router.post("/{name}/sync", status_code=status.HTTP_202_ACCEPTED, response_model=SyncJobRead)
-def start_sync(name: str, container: ContainerDep, caller: CallerDep) -> SyncJobRead:
+def start_sync(name: SourceName, container: ContainerDep, caller: CallerDep) -> SyncJobRead:
     """Sync a registered source into its collection in the background (admin or `sync` scope); follow it with
     GET /v1/sources/{name}/syncs/{id}."""
     with container.audit.action(caller, "sync", [name]) as audit:
@@ -89,7 +89,7 @@ def start_sync(name: str, container: ContainerDep, caller: CallerDep) -> SyncJob
 
 
 @router.get("/{name}/syncs/{sync_id}", response_model=SyncJobRead)
-def get_sync(name: str, sync_id: str, container: ContainerDep, caller: CallerDep) -> SyncJobRead:
+def get_sync(name: SourceName, sync_id: IdPath, container: ContainerDep, caller: CallerDep) -> SyncJobRead:
     """A sync's status, counts and failures (admin or `sync` scope)."""
     source = container.sources.get(caller, name)
     job = container.s3_sync().get(sync_id)

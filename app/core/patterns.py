@@ -13,6 +13,9 @@ PRINCIPAL_PATTERN = r"^[a-z][a-z0-9_-]{0,31}:[^\s,\x00-\x1f\x7f-\x9f]{1,200}$"
 # "some text": at least one character that is neither a space nor a control character
 SOME_TEXT_PATTERN = r"[^\s\x00-\x1f\x7f-\x9f]"
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+# ids the service made (documents, jobs, keys, syncs, conversations: 32 hex digits today); no database is
+# asked about anything else (Postgres refuses a NUL byte in text with an error of its own)
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 _COLLECTION = re.compile(COLLECTION_PATTERN)
 _PRINCIPAL = re.compile(PRINCIPAL_PATTERN)

@@ -8,11 +8,11 @@ searches cost one model call instead of eight. The engine embeds a batch as the 
 tokens, so a vector never depends on its batch-mates (tests/unit/test_query_batching.py checks that the
 vectors are identical), and a batch costs what its tokens cost, without padding.
 
-Fairness: callers take turns (each caller's first waiting query before anyone's second, the caller being the
-request's API key as in app.core.fairness), so a key with twenty queries waiting cannot fill every batch while
-another key's one waits; within a turn the queue is served shortest first, so a long query never holds up the
-short ones behind it for longer than one batch; and a query that has waited ``max_defer_s`` goes first whatever
-its length, so a long one is not starved either. A query over ``max_chars`` runs in a batch of its own.
+Fairness: callers take turns as they do at the model itself (app.core.fairness): each caller's first waiting
+query before anyone's second, and a caller served in the last batch after those who were not, so a key with
+twenty queries waiting cannot fill every batch while another key's one waits. Within a turn, a query that has
+waited ``max_defer_s`` goes first (so a long one is not starved), then the shortest, so a long query never holds
+up the short ones behind it for longer than one batch. A query over ``max_chars`` runs in a batch of its own.
 
 The cache key is (model id, normalization, normalized text) and the text the model embeds is the normalized
 one, cache hit or not: the vector of a query never depends on what was cached before it.
@@ -108,6 +108,7 @@ class QueryEmbedder:
         self._seq = 0
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._served_last: set[str] = set()  # callers of the last batch: they go after the others next time
 
     # --- Embedder ---
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
@@ -147,7 +148,7 @@ class QueryEmbedder:
                 self._thread = threading.Thread(target=self._run, name="query-embedder", daemon=True)
                 self._thread.start()
             self._seq += 1
-            waiting = _Waiting((0, 0, len(text), self._seq), text, current_caller(), future, time.monotonic())
+            waiting = _Waiting((0, 1, len(text), self._seq), text, current_caller(), future, time.monotonic())
             self._queue.append(waiting)
             self._cond.notify()
         return future.result()
@@ -169,15 +170,20 @@ class QueryEmbedder:
             self._embed(batch)
 
     def _take(self) -> list[_Waiting]:
-        """What waited ``max_defer`` first of all (oldest first); then callers in turn (each caller's n-th
-        shortest query before anyone's n+1-th), shortest first within a turn; within count and size."""
+        """Callers in turn: each caller's first query before anyone's second, and a caller served in the last
+        batch after those who were not (round-robin, as app.core.fairness serves the model). Within a caller and
+        within a turn, what waited ``max_defer`` first (oldest first), then shortest first. At most ``max_batch``
+        queries and ``max_chars`` characters, unless one query alone is longer."""
         now = time.monotonic()
-        turns: dict[str, int] = {}
-        for w in sorted(self._queue, key=lambda w: (len(w.text), w.priority[3])):  # a caller's, shortest first
-            turn = turns.get(w.caller, 0)
-            turns[w.caller] = turn + 1
+        order: dict[int, tuple[int, int]] = {}  # seq → (deferred: 0, else 1; then seq if deferred, else length)
+        for w in self._queue:
             deferred = now - w.since >= self._max_defer
-            w.priority = (-1, 0, 0, w.priority[3]) if deferred else (0, turn, len(w.text), w.priority[3])
+            order[w.priority[3]] = (0, w.priority[3]) if deferred else (1, len(w.text))
+        turns: dict[str, int] = {}
+        for w in sorted(self._queue, key=lambda w: (order[w.priority[3]], w.priority[3])):
+            turn = turns.get(w.caller, 1 if w.caller in self._served_last else 0)
+            turns[w.caller] = turn + 1
+            w.priority = (turn, *order[w.priority[3]], w.priority[3])
         self._queue.sort()
         batch: list[_Waiting] = []
         chars = 0
@@ -187,6 +193,7 @@ class QueryEmbedder:
             batch.append(w)
             chars += len(w.text)
         del self._queue[: len(batch)]
+        self._served_last = {w.caller for w in batch}
         return batch
 
     def _embed(self, batch: list[_Waiting]) -> None:

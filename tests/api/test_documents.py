@@ -157,3 +157,24 @@ def test_upload_size_limit_is_413(client, container):
 def test_unknown_document_is_404_problem(client):
     r = client.get("/v1/documents/0123456789abcdef0123456789abcdef")
     assert r.status_code == 404 and r.headers["content-type"].startswith(PROBLEM)
+
+
+def test_ids_the_service_never_made_are_422_and_never_reach_a_database(client):
+    """Postgres refuses a NUL byte in text with an error of its own: an id of that shape (in a path, or a chat's
+    conversation_id) is refused at the edge on both backends, and the document stays as it was."""
+    doc = upload_text(client, "Shuttle buses leave the east gate at 08:10.", title="shuttle")
+    for method, path in (
+        ("GET", "/v1/documents/a%00b"),
+        ("GET", "/v1/documents/a%00b/chunks"),
+        ("PATCH", "/v1/documents/a%00b"),
+        ("DELETE", "/v1/documents/a%00b"),
+        ("GET", "/v1/jobs/a%00b"),
+        ("DELETE", "/v1/keys/a%00b"),
+        ("GET", "/v1/sources/hr%00/syncs/abc"),
+    ):
+        r = client.request(method, path, json={"title": "x"} if method == "PATCH" else None)
+        assert r.status_code == 422, (method, path, r.status_code, r.text)
+        assert r.headers["content-type"].startswith(PROBLEM)
+    r = client.post("/v1/chat", json={"message": "when do buses leave?", "conversation_id": "ab\u0000c"})
+    assert r.status_code == 422 and "conversation_id" in r.text, r.text
+    assert client.get(f"/v1/documents/{doc['id']}").json()["title"] == "shuttle"

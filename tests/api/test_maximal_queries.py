@@ -63,7 +63,7 @@ def test_a_maximal_chat_is_answered_and_recorded_whole_while_the_model_reads_512
 
     from app.main import create_app
 
-    with TestClient(create_app(container=recording_container)) as client:
+    with TestClient(create_app(container=recording_container), base_url="http://localhost") as client:
         upload_text(client, MEMO, collection="maximal")
         # 4,000 characters: a paragraph said many times over, the question itself only at the very end
         question = ("I take the shuttle bus to the research campus most mornings. " * 70)[:3_950]

@@ -10,7 +10,7 @@ from app.api.schemas.admin import (
     KeyList,
     KeyRead,
 )
-from app.api.schemas.common import COLLECTION_PATTERN, Filters, Metadata, Principal, filter_values
+from app.api.schemas.common import COLLECTION_PATTERN, ID_PATTERN, Filters, Metadata, Principal, filter_values
 from app.api.schemas.documents import (
     ChunkList,
     ChunkRead,
@@ -37,6 +37,7 @@ from app.api.schemas.sources import SourceCreate, SourceInfo, SourceList, SyncCo
 
 __all__ = [
     "COLLECTION_PATTERN",
+    "ID_PATTERN",
     "AuditPage",
     "AuditRead",
     "ChatRequest",

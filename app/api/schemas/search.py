@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.api.schemas.common import COLLECTION_PATTERN, SOME_TEXT_PATTERN, Filters
+from app.api.schemas.common import COLLECTION_PATTERN, ID_PATTERN, SOME_TEXT_PATTERN, Filters
 from app.api.schemas.documents import SourceRead
 
 
@@ -125,7 +125,9 @@ class ChatRequest(BaseModel):
     )
 
     message: str = Field(..., min_length=1, max_length=4000, pattern=SOME_TEXT_PATTERN, description="Your question.")
-    conversation_id: str | None = Field(None, max_length=64, description="Continue an earlier conversation.")
+    conversation_id: str | None = Field(
+        None, max_length=64, pattern=ID_PATTERN, description="Continue an earlier conversation."
+    )
     collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
     filters: Filters = Field(default_factory=dict)
     top_k: int | None = Field(None, ge=1, le=20, description="How many passages to ground the answer on.")
