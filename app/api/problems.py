@@ -109,6 +109,8 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
             problems: dict[int, str | None] = dict.fromkeys((401, 403, 429)) if operation.get("security") else {}
             if "requestBody" in operation:  # a body can be unparsable (400), too large (413) or not valid (422)
                 problems.update({400: _BODY_400, 413: None, 422: None})
+            if any(_can_fail(p) for p in operation.get("parameters", [])):  # an id or a name of the wrong shape
+                problems[422] = None
             problems.update(OPERATION_PROBLEMS.get(operation.get("operationId", ""), {}))
             for code in sorted(problems):
                 replies[str(code)] = response(code, problems[code], path)
@@ -130,6 +132,18 @@ def response(code: int, detail: str | None = None, instance: str = "/v1/...") ->
         "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}, "example": example}},
         **({"headers": _HEADERS[code]} if code in _HEADERS else {}),
     }
+
+
+_CONSTRAINTS = {"pattern", "maxLength", "minLength", "minimum", "maximum", "exclusiveMinimum", "enum", "format"}
+
+
+def _can_fail(parameter: dict[str, Any]) -> bool:
+    """A parameter that is required, constrained, or not just any string can be refused with 422."""
+    schema = parameter.get("schema", {})
+    variants = [schema, *schema.get("anyOf", [])]
+    return (parameter.get("in") == "query" and parameter.get("required", False)) or any(
+        _CONSTRAINTS & v.keys() or v.get("type") not in (None, "string", "null") for v in variants
+    )
 
 
 def _is_problem(reply: dict[str, Any]) -> bool:

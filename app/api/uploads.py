@@ -89,7 +89,7 @@ async def _json_upload(request: Request, limit: int) -> Upload:
     markdown = body.format == "markdown"
     given = body.model_fields_set
     return Upload.of_bytes(
-        body.text.encode("utf-8"),
+        body.text.replace("\x00", "").encode("utf-8"),  # text, not a binary file: a NUL in it is noise
         collection=body.collection,
         filename="document.md" if markdown else "document.txt",
         declared_type="text/markdown" if markdown else "text/plain",

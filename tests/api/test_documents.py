@@ -178,3 +178,38 @@ def test_ids_the_service_never_made_are_422_and_never_reach_a_database(client):
     r = client.post("/v1/chat", json={"message": "when do buses leave?", "conversation_id": "ab\u0000c"})
     assert r.status_code == 422 and "conversation_id" in r.text, r.text
     assert client.get(f"/v1/documents/{doc['id']}").json()["title"] == "shuttle"
+
+
+def test_text_with_a_nul_character_is_400_on_both_backends_and_nothing_is_stored(client):
+    """Postgres cannot store U+0000 (SQLite can): both backends refuse it the same way, saying what to do."""
+    before = client.get("/v1/documents").json()["items"]
+    for body in (
+        {"text": "Shuttle buses leave at 08:10.", "title": "bus\u0000times"},
+        {"text": "Shuttle buses leave at 08:10.", "metadata": {"dept": "fac\u0000ilities"}},
+        {"text": "Shuttle buses leave at 08:10.", "external_id": "bus\u0000"},
+    ):
+        r = client.post("/v1/documents", json=body)
+        assert r.status_code == 400, (body, r.status_code, r.text)
+        assert r.headers["content-type"].startswith(PROBLEM) and "U+0000" in r.json()["detail"]
+    r = client.post("/v1/keys", json={"name": "ci\u0000bot", "scopes": ["read"]})
+    assert r.status_code == 400 and "U+0000" in r.json()["detail"], r.text
+    assert client.get("/v1/documents").json()["items"] == before
+    assert all("\u0000" not in k["name"] for k in client.get("/v1/keys").json()["items"])
+
+
+def test_a_nul_inside_a_documents_text_is_dropped_not_stored(client):
+    """In the text (not the title or metadata) a NUL is noise, as in a text file with one past its first 8 KiB (a
+    NUL there would make it a binary file): it goes, and the document is stored and found."""
+    filler = "Bus timetable notes. " * 500  # over 8 KiB before the NUL
+    uploads = [
+        client.post("/v1/documents", json={"text": "Shuttle buses\u0000 leave at 08:10.", "title": "json"}),
+        client.post(
+            "/v1/documents", files={"file": ("bus.txt", f"{filler}\n\nShuttle\x00 vans leave at 09:20.".encode())}
+        ),
+    ]
+    for r in uploads:
+        assert r.status_code == 201, r.text
+        chunks = client.get(f"/v1/documents/{r.json()['id']}/chunks").json()["items"]
+        assert chunks and all("\x00" not in c["text"] for c in chunks), chunks
+    texts = [c["text"] for r in uploads for c in client.get(f"/v1/documents/{r.json()['id']}/chunks").json()["items"]]
+    assert "Shuttle buses leave at 08:10." in texts and any("Shuttle vans leave at 09:20." in t for t in texts)

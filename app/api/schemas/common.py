@@ -8,9 +8,16 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.core.metadata import check_finite, check_metadata
-from app.core.patterns import BUCKET_PATTERN, COLLECTION_PATTERN, ID_PATTERN, PRINCIPAL_PATTERN, SOME_TEXT_PATTERN
+from app.core.patterns import (
+    BUCKET_NOT,
+    BUCKET_PATTERN,
+    COLLECTION_PATTERN,
+    ID_PATTERN,
+    PRINCIPAL_PATTERN,
+    SOME_TEXT_PATTERN,
+)
 
-__all__ = ["BUCKET_PATTERN", "COLLECTION_PATTERN", "ID_PATTERN", "PRINCIPAL_PATTERN", "SOME_TEXT_PATTERN"]
+__all__ = ["BUCKET_NOT", "BUCKET_PATTERN", "COLLECTION_PATTERN", "ID_PATTERN", "PRINCIPAL_PATTERN", "SOME_TEXT_PATTERN"]
 
 CollectionName = Annotated[str, Field(pattern=COLLECTION_PATTERN, examples=["hr"])]
 Principal = Annotated[str, Field(pattern=PRINCIPAL_PATTERN, examples=["group:hr"])]

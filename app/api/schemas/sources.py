@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.api.schemas.common import BUCKET_PATTERN, CollectionName, Principal, aware
+from app.api.schemas.common import BUCKET_NOT, BUCKET_PATTERN, CollectionName, Principal, aware
 
 
 class SourceCreate(BaseModel):
@@ -31,7 +31,14 @@ class SourceCreate(BaseModel):
 
     name: CollectionName = Field(description="How keys with the sync scope name this source.")
     kind: Literal["s3"] = "s3"
-    bucket: str = Field(..., min_length=3, max_length=63, pattern=BUCKET_PATTERN, description="An S3 bucket name.")
+    bucket: str = Field(
+        ...,
+        min_length=3,
+        max_length=63,
+        pattern=BUCKET_PATTERN,
+        json_schema_extra={"not": BUCKET_NOT},
+        description="An S3 bucket name.",
+    )
     prefix: str = Field("", max_length=1024, description="Only keys that start with this; '' for the whole bucket.")
     collection: CollectionName = "default"
     acl: list[Principal] | None = Field(
@@ -44,9 +51,7 @@ class SourceCreate(BaseModel):
     @field_validator("bucket")
     @classmethod
     def _bucket_rules(cls, v: str) -> str:
-        """The naming rules a pattern cannot say (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html)."""
-        if ".." in v or ".-" in v or "-." in v:
-            raise ValueError("a bucket name has no '..', '.-' or '-.'")
+        """What the schema says with ``not`` (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html)."""
         if v.startswith(("xn--", "sthree-")) or v.endswith(("-s3alias", "--ol-s3", "--x-s3")):
             raise ValueError(
                 "a bucket name cannot use the prefixes xn--/sthree- or the suffixes -s3alias/--ol-s3/--x-s3"

@@ -71,8 +71,9 @@ def text_encoding(head: bytes, *, partial: bool) -> str | None:
 
 
 def normalize(text: str) -> str:
-    """\\r\\n and \\r become \\n, trailing spaces go; every other character is kept as it is (no NFKC)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    """\\r\\n and \\r become \\n, trailing spaces and NUL characters go (they mean nothing in text, and Postgres
+    cannot store them in a conversation that quotes them); every other character is kept as it is (no NFKC)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     if len(text) <= _NORMALIZE_WINDOW:
         return _strip_lines(text)
     # A window of lines at a time: a text of 50 million empty lines would otherwise be a list of 50 million.
