@@ -41,11 +41,14 @@ class ExtractiveAnswerer:
     mixed in: similar documents (two versions of a licence) say similar things, and an answer must be checkable
     against the one passage it cites. No supporting source: the documents do not cover the question.
 
-    Which source, when several support the question: the one whose best sentence covers the most, plus
-    ``rank_weight`` times its retrieval score (chat's ranking score, 0..1), so a passage that answers the
-    question outright ("LGPL 2.1" in a question about the LGPL 2.1) beats a better-ranked one that only shares
-    some words with it, and the ranking settles near ties. Sources without a score (another caller) are taken
-    in their order: the first that supports the question.
+    Which source, when several support the question: each document is represented by its best-ranked
+    supporting passage (a document's later passages, often its preamble under a title that holds the
+    question's words, do not replace the passage retrieval put first), and of those the one whose best
+    sentence covers the most wins, plus ``rank_weight`` times its retrieval score (chat's ranking score, 0..1
+    after chat's second stage): a licence that answers the question outright ("LGPL 2.1" in a question about
+    the LGPL 2.1) beats a better-ranked one that only shares some words with it, and the ranking settles near
+    ties. Sources without a score (another caller) are taken in their order: the first that supports the
+    question.
 
     Retrieval is trusted where it is clear: when the first source's document leads every other document by at
     least ``lead_margin`` of score, its passages support the question with any sentence that holds a question
@@ -112,8 +115,11 @@ class ExtractiveAnswerer:
         ranked = all(s.score is not None for s in request.sources)
         for group in (on_subject, off_subject):
             best: tuple[float, int, list[SentenceScore]] | None = None
+            answered: set[str] = set()  # documents whose best-ranked supporting passage was weighed
             for i in group:
                 source = request.sources[i]
+                if source.document_id and source.document_id in answered:
+                    continue
                 trusted = leader is not None and source.document_id == leader
                 covering = evidence.supporting(i, self._min_coverage, trusted=trusted)
                 if not covering:
@@ -121,6 +127,7 @@ class ExtractiveAnswerer:
                 if not ranked:  # no scores: the first supporting source, in the order given
                     best = (0.0, i, covering)
                     break
+                answered.add(source.document_id)
                 value = max(s.coverage for s in covering) + self._rank_weight * (source.score or 0.0)
                 if best is None or value > best[0]:
                     best = (value, i, covering)

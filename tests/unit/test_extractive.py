@@ -131,6 +131,30 @@ def test_ranking_decides_between_passages_that_cover_the_question_alike():
     assert cited(text) == {1}
 
 
+def test_a_documents_later_passage_does_not_replace_the_one_retrieval_ranked_first():
+    question = "Can I sell a Perl package that is under the Artistic License?"
+    fees = Source(
+        1,
+        "The Artistic License",
+        "You may charge a reasonable copying fee for any distribution of this Package. You may not charge a fee "
+        "for this Package itself.",
+        "The Artistic License > Conditions",
+    )
+    preamble = Source(
+        2,
+        "The Artistic License",
+        "The intent of this document is to state the conditions under which a Perl Package may be copied, such "
+        "that the Copyright Holder maintains some semblance of artistic control.",
+        "The Artistic License > Preamble",
+    )
+    # the preamble holds more of the question's words ("Perl"), but the licence's fee passage ranks first
+    text = answer(question, ranked(fees, "artistic", 0.9), ranked(preamble, "artistic", 0.4))
+    assert "copying fee" in text and cited(text) == {1}
+    # were the preamble another document's, it would answer: it covers the question better
+    text = answer(question, ranked(fees, "artistic", 0.9), ranked(preamble, "perl-artistic", 0.4))
+    assert cited(text) == {2}
+
+
 DONATIONS_JA = Source(
     1,
     "Debian FAQ 第13章 Debian への貢献",
