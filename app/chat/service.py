@@ -210,7 +210,14 @@ class ChatService:
         request = GenerationRequest(
             question=message,
             sources=[
-                Source(n=c.n, title=c.title, text=c.quote, context=context_line(c.title, h.chunk.source.heading_path))
+                Source(
+                    n=c.n,
+                    title=c.title,
+                    text=c.quote,
+                    context=context_line(c.title, h.chunk.source.heading_path),
+                    document_id=c.document_id,
+                    score=h.score,
+                )
                 for c, h in zip(sources, relevant, strict=True)
             ],
             history=history,

@@ -66,6 +66,10 @@ class Source:
     text: str
     # The passage's place in its document: title > heading > sub-heading (app.text.context.context_line).
     context: str = ""
+    # Retrieval's view of the passage, for an answerer that weighs it (the extractive one): its document and its
+    # score in chat's ranking (0..1, higher is better). Prompts do not show them.
+    document_id: str = ""
+    score: float | None = None
 
 
 @dataclass(slots=True)

@@ -117,6 +117,7 @@ class Evidence:
         def idf(t: str) -> float:
             return math.log(1 + n / (1 + df.get(t, 0)))
 
+        self._df = df
         self.weights = {t: idf(t) for t in words}
         # half weight, and only to order sentences: an earlier turn's words never make a sentence qualify alone
         self.earlier = {t: 0.5 * idf(t) for t in earlier if t not in self.weights}
@@ -168,17 +169,25 @@ class Evidence:
             )
         return out
 
-    def supporting(self, passage: int, min_coverage: float) -> list[SentenceScore]:
+    def supporting(self, passage: int, min_coverage: float, *, trusted: bool = False) -> list[SentenceScore]:
         """The passage's sentences that support the question: at least ``min_coverage`` with their context, and
         a question word of their own that the title and headings do not already hold, so a matching title does
         not make every sentence an answer. When the headings and the sentence hold (nearly) every word of the
-        question, as under an FAQ heading that asks it, a question word in the sentence is enough. Headings are
-        left out."""
+        question, as under an FAQ heading that asks it, a question word in the sentence is enough; for a
+        ``trusted`` passage (retrieval put its document clearly first) it is enough at any coverage: under a
+        heading that names the question's subject, a sentence about it rarely repeats the subject's words.
+        Headings are left out."""
         return [
             s
             for s in self.sentences(passage)
-            if not s.heading and s.coverage >= min_coverage and (s.novel > 0 or (s.coverage >= 0.9 and s.own > 0))
+            if not s.heading
+            and s.coverage >= min_coverage
+            and (s.novel > 0 or (s.own > 0 and (trusted or s.coverage >= 0.9)))
         ]
+
+    def unheld(self) -> list[str]:
+        """The question's words that no passage holds, neither in its text nor in its title and headings."""
+        return [t for t in self.weights if not self._df.get(t)]
 
     def mentions_earlier(self, passage: int) -> bool:
         """Whether the passage (its sentences or headings) holds a word of the earlier turn: a follow-up

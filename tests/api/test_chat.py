@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.helpers import PROBLEM, SAMPLE_FILES, sse_events, upload_file
+from tests.helpers import PROBLEM, SAMPLE_FILES, sse_events, upload_file, upload_text
 
 
 @pytest.fixture
@@ -104,3 +104,37 @@ def test_bad_chat_requests(client):
     for body in ({"message": ""}, {"message": "x" * 4001}, {"message": "ok", "top_k": 0}, {"nope": 1}):
         r = client.post("/v1/chat", json=body)
         assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM)
+
+
+DONATIONS_JA = """# Debian への貢献
+
+## Debian プロジェクトにお金を寄付するには
+
+寄付は Software in the Public Interest (SPI) が受け付けています。
+小切手や銀行振込で SPI 宛てに送金できます。SPI は米国の非営利団体です。
+
+## 翻訳を手伝うには
+
+翻訳チームのメーリングリストに参加してください。
+"""
+
+REDISTRIBUTION_JA = """# Debian の再配布
+
+## Debian の CD を販売できますか
+
+はい。CD を作って販売しても構いません。
+CD 製作者からの購入は Debian プロジェクトへの寄付となり、寄付することは良い宣伝となります。
+"""
+
+
+def test_paraphrased_japanese_question_cites_the_document_retrieval_ranks_first(client):
+    # The donation FAQ answers under a heading that holds the question's words; the CD page shares more of them
+    # in one sentence ("Debian プロジェクトへの寄付") but is not about where to send money.
+    donations = upload_text(client, DONATIONS_JA, title="Debian FAQ 寄付")
+    upload_text(client, REDISTRIBUTION_JA, title="Debian FAQ 再配布")
+    body = client.post(
+        "/v1/chat", json={"message": "Debian プロジェクトにお金を寄付するにはどこに送ればいいですか？"}
+    ).json()
+    assert body["grounded"], body
+    assert [c["document_id"] for c in body["citations"]] == [donations["id"]]
+    assert "SPI" in body["answer"]

@@ -92,3 +92,102 @@ def test_a_follow_up_is_answered_from_the_conversations_subject():
     # "days" is in the leave policy too, ranked higher; the follow-up is about remote work
     follow = answer("And how many days a week?", allowance, leave, eligibility, history=history)
     assert "three days a week" in follow and cited(follow) == {3}
+
+
+def ranked(source: Source, document_id: str, score: float) -> Source:
+    """The source as chat hands it over: with its document and its score in chat's ranking."""
+    return Source(source.n, source.title, source.text, source.context, document_id=document_id, score=score)
+
+
+GPL3 = Source(
+    1,
+    "GNU General Public License, Version 3",
+    "The GNU General Public License does not permit incorporating your program into proprietary programs. If "
+    "your program is a subroutine library, you may consider it more useful to permit linking proprietary "
+    "applications with the library.",
+    "GNU General Public License, Version 3 > How to Apply These Terms",
+)
+LGPL21 = Source(
+    2,
+    "GNU Lesser General Public License, Version 2.1",
+    "We use this license for certain libraries in order to permit linking those libraries into non-free "
+    "programs. A program that contains no derivative of any portion of the Library, but is designed to work "
+    "with the Library by being compiled or linked with it, is called a work that uses the Library.",
+    "GNU Lesser General Public License, Version 2.1 > Preamble",
+)
+
+
+def test_the_passage_that_covers_the_question_beats_a_better_ranked_one_that_shares_some_words():
+    question = "Can a proprietary program use a library under the LGPL 2.1?"
+    text = answer(question, ranked(GPL3, "gpl-3", 0.69), ranked(LGPL21, "lgpl-2.1", 0.35))
+    assert "non-free programs" in text and cited(text) == {2}
+
+
+def test_ranking_decides_between_passages_that_cover_the_question_alike():
+    question = "Can I charge a fee for transferring a copy?"
+    text = answer(question, ranked(GPL1, "gpl-1", 0.9), ranked(GPL2, "gpl-2", 0.5))
+    assert cited(text) == {2}  # GPL-1's number, ranked first here
+    text = answer(question, ranked(GPL2, "gpl-2", 0.9), ranked(GPL1, "gpl-1", 0.5))
+    assert cited(text) == {1}
+
+
+def test_a_documents_later_passage_does_not_replace_the_one_retrieval_ranked_first():
+    question = "Can I sell a Perl package that is under the Artistic License?"
+    fees = Source(
+        1,
+        "The Artistic License",
+        "You may charge a reasonable copying fee for any distribution of this Package. You may not charge a fee "
+        "for this Package itself.",
+        "The Artistic License > Conditions",
+    )
+    preamble = Source(
+        2,
+        "The Artistic License",
+        "The intent of this document is to state the conditions under which a Perl Package may be copied, such "
+        "that the Copyright Holder maintains some semblance of artistic control.",
+        "The Artistic License > Preamble",
+    )
+    # the preamble holds more of the question's words ("Perl"), but the licence's fee passage ranks first
+    text = answer(question, ranked(fees, "artistic", 0.9), ranked(preamble, "artistic", 0.4))
+    assert "copying fee" in text and cited(text) == {1}
+    # were the preamble another document's, it would answer: it covers the question better
+    text = answer(question, ranked(fees, "artistic", 0.9), ranked(preamble, "perl-artistic", 0.4))
+    assert cited(text) == {2}
+
+
+DONATIONS_JA = Source(
+    1,
+    "Debian FAQ 第13章 Debian への貢献",
+    "寄付は Software in the Public Interest (SPI) が受け付けています。小切手や銀行振込で SPI 宛てに送金できます。",
+    "Debian FAQ 第13章 Debian への貢献 > 13.3. Debian プロジェクトにお金を寄付するには",
+)
+CDS_JA = Source(
+    2,
+    "Debian FAQ 第14章 Debian の再配布",
+    "CD 製作者からの購入は Debian プロジェクトへの寄付となり、寄付することは良い宣伝となります。",
+    "Debian FAQ 第14章 Debian の再配布 > 14.2. CD を販売できますか",
+)
+
+
+def test_a_document_retrieval_ranks_clearly_first_answers_under_the_heading_that_names_the_question():
+    # The answer's sentence holds none of the question's words that its heading does not already hold; the CD
+    # page has a sentence with more of them. Retrieval put the donation page well ahead: it answers.
+    question = "Debian プロジェクトにお金を寄付するにはどこに送ればいいですか？"
+    text = answer(question, ranked(DONATIONS_JA, "faq-contributing", 0.67), ranked(CDS_JA, "faq-cds", 0.32))
+    assert "SPI" in text and cited(text) == {1}
+    # close scores: no document is trusted that way, and the CD page's sentence is the one that supports it
+    text = answer(question, ranked(DONATIONS_JA, "faq-contributing", 0.67), ranked(CDS_JA, "faq-cds", 0.60))
+    assert cited(text) == {2}
+
+
+def test_a_japanese_question_about_a_name_no_passage_mentions_is_not_covered():
+    support = Source(
+        1,
+        "Debian FAQ 第12章 サポート",
+        "Debian がユーザに提供している主なサポート方法は電子メールによる方法です。",
+        "Debian FAQ 第12章 サポート > 12.1. Debian のサポート",
+    )
+    assert "見つかりませんでした" in answer("Debian の LTS は何年間提供されますか？", support)
+    # the same question about something the passage does mention is answered
+    text = answer("Debian はどんなサポート方法を提供していますか？", support)
+    assert "電子メール" in text and cited(text) == {1}
