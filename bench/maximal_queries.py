@@ -4,6 +4,8 @@
     .venv/bin/python -m bench.maximal_queries                   # this checkout
     .venv/bin/python -m bench.maximal_queries --code-dir DIR    # the server from another checkout (`git archive`)
 
+Every request is new (a number in front), so the query cache answers none of them.
+
 1. Alone: the median time of each request below (``--repeat`` of each, one at a time), from key A.
 2. Under a flood: key A keeps four maximal chats in flight (4,000 characters each, as in the report of issue 12);
    key B sends a plain search every half second; the times of B's searches and of A's chats are printed.
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import socket
@@ -76,9 +79,20 @@ def _key(url: str, name: str) -> httpx.Client:
     return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {r.json()['key']}"}, timeout=600)
 
 
+_SEQ = itertools.count()
+
+
+def _fresh(body: dict[str, object]) -> dict[str, object]:
+    """The same request, with a number in front and as long as before: never a repeat, so the query cache
+    cannot answer it."""
+    field = "query" if "query" in body else "message"
+    text = str(body[field])
+    return {**body, field: f"{next(_SEQ)} {text}"[: len(text)]}
+
+
 def _timed(client: httpx.Client, path: str, body: dict[str, object]) -> float:
     started = time.perf_counter()
-    r = client.post(path, json=body)
+    r = client.post(path, json=_fresh(body))
     r.raise_for_status()
     return time.perf_counter() - started
 

