@@ -100,6 +100,7 @@ class AuditLog:
             "client_addr": ctx.client_addr if ctx is not None else None,
             "request_id": ctx.request_id if ctx is not None else None,
         }
+        event = _storable(event)
         try:
             if self._journal is not None:
                 self._journal.append(event)
@@ -132,3 +133,15 @@ class AuditLog:
         self.flush()  # what this process recorded so far is in the answer
         with self._sessions() as session:
             return AuditRepository(session).query(since=since, action=action, limit=limit)
+
+
+def _storable(value: Any) -> Any:
+    """The event with any NUL character (a file name or a message can carry one) as U+FFFD: the database refuses
+    NUL in text, and one event it refuses would hold up every event behind it in the journal."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value

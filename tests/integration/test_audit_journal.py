@@ -75,3 +75,20 @@ def test_a_batch_committed_just_before_the_crash_is_not_stored_twice(tmp_path: P
     alive.close()
     assert not list(journal_dir.glob("*.jsonl"))
     engine.dispose()
+
+
+def test_an_event_carrying_a_nul_is_stored_and_does_not_hold_up_the_others(tmp_path: Path):
+    """A refusal's detail can quote a file name with a NUL in it; the database refuses NUL in text. The event is
+    stored with U+FFFD instead, and the events after it are not stuck behind it."""
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.data_dir.mkdir()
+    engine = build_engine(settings)
+    migrate.upgrade(engine)
+    audit = AuditLog(build_session_factory(engine), journal_dir=tmp_path / "journal", flush_s=0.05)
+    audit.record("key1", ["user:a"], "ingest", Pending(status=415, detail="'evil\x00.txt' is a binary file"))
+    audit.record("key1", ["user:a"], "search", Pending(status=200))
+    events = audit.query(since=None, action=None, limit=10)
+    assert sorted(e.action for e in events) == ["ingest", "search"]
+    assert [e.detail for e in events if e.action == "ingest"] == ["'evil\ufffd.txt' is a binary file"]
+    audit.close()
+    engine.dispose()
