@@ -12,11 +12,8 @@ inside the cap instead of taking the machine; a server that dies or passes --tim
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import load_average, machine_line, proc_memory_mb
+from bench.common import load_average, machine_line, proc_memory_mb, start_server
 from bench.hostile import HOSTILE
 
 OUT = Path(__file__).resolve().parent / "out" / "bombs"
@@ -52,37 +49,10 @@ class _PeakSampler(threading.Thread):
 
 
 def _serve(data_dir: Path, code_dir: Path | None, cap_gib: float) -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KS_")}
-    env.update(KS_DATA_DIR=str(data_dir), KS_LOG_FORMAT="text", KS_RATE_LIMIT_PER_MINUTE="0")
+    env = {"KS_DATA_DIR": str(data_dir), "KS_LOG_FORMAT": "text", "KS_RATE_LIMIT_PER_MINUTE": "0"}
     if code_dir is not None:
         env["PYTHONPATH"] = str(code_dir)
-    cap = int(cap_gib * (1 << 30))
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "knowledge-search"), "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=limit,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    server.kill()
-    raise SystemExit("server did not start")
+    return start_server(env, timeout_s=180, address_space=int(cap_gib * (1 << 30)))
 
 
 def _upload_and_follow(url: str, path: Path, timeout: float) -> str:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -55,13 +57,28 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_server(
-    env: dict[str, str], timeout_s: float = 120, executable: Path | None = None, nice: int = 0
+    env: dict[str, str],
+    timeout_s: float = 120,
+    executable: Path | None = None,
+    nice: int = 0,
+    *,
+    args: Sequence[str] = (),
+    address_space: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`knowledge-search serve` (this environment's, or ``executable``) on a free loopback port with only the
-    given KS_* settings (inherited ones are dropped), once /healthz answers; returns the process and its URL."""
+    given KS_* settings (inherited ones are dropped), once /healthz answers; returns the process and its URL.
+    ``args`` go after `serve`; ``address_space`` caps the server's memory (bytes), so that a server without a
+    guard fails inside the cap instead of taking the machine."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+
+    def limits() -> None:
+        if nice:  # every thread the server starts inherits its priority (a negative one needs root)
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        if address_space is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
     server = subprocess.Popen(
         [
             str(executable or Path(sys.executable).parent / "knowledge-search"),
@@ -70,12 +87,12 @@ def start_server(
             str(port),
             "--log-level",
             "warning",
+            *args,
         ],
         env={**{k: v for k, v in os.environ.items() if not k.startswith("KS_")}, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        # Every thread the server starts inherits its priority (a negative one needs root).
-        preexec_fn=(lambda: os.setpriority(os.PRIO_PROCESS, 0, nice)) if nice else None,
+        preexec_fn=limits if nice or address_space is not None else None,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

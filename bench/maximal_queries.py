@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import load_average, machine_line
+from bench.common import load_average, machine_line, start_server
 
 ADMIN = "bench-admin-key"
 LONG_TEXT = " ".join(f"Paragraph {i} of the pasted incident report mentions server rack {i * 7}." for i in range(60))
@@ -45,30 +42,15 @@ REQUESTS = {
 
 
 def _serve(data_dir: Path, code_dir: Path | None) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KS_")}
-    env.update(KS_DATA_DIR=str(data_dir), KS_ADMIN_KEY=ADMIN, KS_RATE_LIMIT_PER_MINUTE="0", KS_LOG_FORMAT="text")
+    env = {
+        "KS_DATA_DIR": str(data_dir),
+        "KS_ADMIN_KEY": ADMIN,
+        "KS_RATE_LIMIT_PER_MINUTE": "0",
+        "KS_LOG_FORMAT": "text",
+    }
     if code_dir is not None:
         env["PYTHONPATH"] = str(code_dir)
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "knowledge-search"), "serve", "--port", str(port), "--sample"]
-        + ["--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    server.kill()
-    raise SystemExit("server did not start")
+    return start_server(env, timeout_s=300, args=["--sample"])
 
 
 def _key(url: str, name: str) -> httpx.Client:
