@@ -81,25 +81,42 @@ def opensearch_url() -> str:
     return need_service("OpenSearch", "KS_OPENSEARCH_URL")
 
 
-@pytest.fixture(scope="session")
-def migrated_postgres(postgres_url: str) -> Iterator[str]:
-    """A database of this test run's own (so concurrent runs never meet), migrated once, dropped at the end."""
+@contextlib.contextmanager
+def own_database(postgres_url: str, prefix: str) -> Iterator[str]:
+    """An empty database of the caller's own (so concurrent runs never meet), dropped at the end; yields its URL."""
     from sqlalchemy import create_engine, make_url, text
 
-    from app.stores.sql import migrate
-
-    name = f"ks_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    engine = create_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres(postgres_url: str) -> Iterator[str]:
+    """A database of this test run's own, migrated once, dropped at the end."""
+    from sqlalchemy import create_engine
+
+    from app.stores.sql import migrate
+
+    with own_database(postgres_url, "ks_test") as url:
+        engine = create_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        yield url
+
+
+@pytest.fixture
+def empty_database(postgres_url: str) -> Iterator[str]:
+    """An empty database of this test's own (not migrated), dropped at the end."""
+    with own_database(postgres_url, "ks_empty") as url:
+        yield url
 
 
 def _truncate(url: str) -> None:

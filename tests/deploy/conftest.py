@@ -124,22 +124,7 @@ def image(podman_env: dict[str, str]) -> str:
     return name
 
 
-# --- Postgres -------------------------------------------------------------------------------------------------
-@pytest.fixture
-def fresh_database(postgres_url: str) -> Iterator[str]:
-    """An empty database of this test's own (not migrated), dropped at the end."""
-    from sqlalchemy import create_engine, make_url, text
-
-    name = f"ks_deploy_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
+# --- OpenSearch (the Postgres database of a test: empty_database in tests/conftest.py) ---------------------
 @pytest.fixture
 def index_name(opensearch_url: str) -> Iterator[str]:
     """An OpenSearch alias of this test's own; its indices are deleted at the end."""

@@ -38,11 +38,11 @@ def test_image_runs_as_a_non_root_user(podman_env: dict[str, str], image: str):
 
 
 def test_migrate_once_then_serve_ingest_search_chat(
-    podman_env: dict[str, str], image: str, fresh_database: str, opensearch_url: str, index_name: str
+    podman_env: dict[str, str], image: str, empty_database: str, opensearch_url: str, index_name: str
 ):
     admin_key = secrets.token_urlsafe(24)
     env = {
-        "KS_DATABASE_URL": _inside(fresh_database),
+        "KS_DATABASE_URL": _inside(empty_database),
         "KS_VECTOR_STORE": "opensearch",
         "KS_OPENSEARCH_URL": _inside(opensearch_url),
         "KS_OPENSEARCH_INDEX": index_name,

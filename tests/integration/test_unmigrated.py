@@ -4,15 +4,12 @@ itself once the migration ran."""
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine
 
 from app.container import build_container
 from app.core.config import Settings
@@ -20,18 +17,6 @@ from app.main import create_app
 from app.stores.sql import migrate
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def empty_database(postgres_url: str) -> Iterator[str]:
-    name = f"ks_unmigrated_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 CALLS = [
