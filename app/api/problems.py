@@ -186,35 +186,29 @@ EXAMPLES: dict[int, str] = {
 _DOC_404 = "document 7d0c9a2e5b8f4e51 does not exist"
 _BODY_400 = "There was an error parsing the body"
 _CHUNK_STORE_503 = "OpenSearch did not answer (delete on 'knowledge-search-chunks'): ConnectionTimeout"
+# an upload and a replacement take the same body, and can be refused for the same reasons
+_UPLOAD_PROBLEMS: dict[int, str | None] = {
+    400: "the multipart body needs a 'file' field holding the document",
+    404: _DOC_404,
+    409: "document 7d0c9a2e5b8f4e51 is changing: replace it once it is indexed",
+    413: "the upload is 73400320 bytes; the limit is 52428800 bytes (KS_MAX_UPLOAD_MB)",
+    415: None,
+    422: "the file is empty: upload a document with some text in it",
+    503: None,
+}
 # Besides those: what each operation (by operationId, the route function's name) answers, with an example
 # detail where the generic one would not fit. tests/api/test_openapi.py fails for an operation missing here.
 OPERATION_PROBLEMS: dict[str, dict[int, str | None]] = {
     "healthz": {},
     "readyz": {},
-    "upload_document": {
-        400: "the multipart body needs a 'file' field holding the document",
-        404: _DOC_404,
-        409: "document 7d0c9a2e5b8f4e51 is changing: replace it once it is indexed",
-        413: "the upload is 73400320 bytes; the limit is 52428800 bytes (KS_MAX_UPLOAD_MB)",
-        415: None,
-        422: "the file is empty: upload a document with some text in it",
-        503: None,
-    },
+    "upload_document": _UPLOAD_PROBLEMS,
     "list_documents": {
         400: "cursor is not valid: pass the next_cursor value from a previous page",
         404: None,
         422: None,
     },
     "get_document": {404: _DOC_404},
-    "replace_document": {
-        400: "the multipart body needs a 'file' field holding the document",
-        404: _DOC_404,
-        409: "document 7d0c9a2e5b8f4e51 is changing: replace it once it is indexed",
-        413: "the upload is 73400320 bytes; the limit is 52428800 bytes (KS_MAX_UPLOAD_MB)",
-        415: None,
-        422: "the file is empty: upload a document with some text in it",
-        503: None,
-    },
+    "replace_document": _UPLOAD_PROBLEMS,
     "update_document": {
         404: _DOC_404,
         413: None,
