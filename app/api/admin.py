@@ -20,6 +20,7 @@ from app.api.schemas import (
     KeyList,
     KeyRead,
 )
+from app.core.patterns import ACTION_PATTERN
 from app.core.states import Scope
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def get_audit(
     container: ContainerDep,
     caller: CallerDep,
     since: datetime | None = None,
-    action: Annotated[str | None, Query(max_length=32)] = None,
+    action: Annotated[str | None, Query(pattern=ACTION_PATTERN, examples=["key.create"])] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
     """The audit trail, newest first: who did what to which ids, from where, and the status it ended with."""

@@ -25,6 +25,8 @@ BUCKET_NOT: dict[str, Any] = {
         {"pattern": "^[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+$"},
     ]
 }
+# audit actions: "search", "key.create", "collection.update", ...
+ACTION_PATTERN = r"^[a-z][a-z_.]{0,31}$"
 # ids the service made (documents, jobs, keys, syncs, conversations: 32 hex digits today); no database is
 # asked about anything else (Postgres refuses a NUL byte in text with an error of its own)
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
