@@ -171,6 +171,7 @@ def test_ids_the_service_never_made_are_422_and_never_reach_a_database(client):
         ("GET", "/v1/jobs/a%00b"),
         ("DELETE", "/v1/keys/a%00b"),
         ("GET", "/v1/sources/hr%00/syncs/abc"),
+        ("GET", "/v1/audit?action=se%00arch"),
     ):
         r = client.request(method, path, json={"title": "x"} if method == "PATCH" else None)
         assert r.status_code == 422, (method, path, r.status_code, r.text)
