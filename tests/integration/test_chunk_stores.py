@@ -478,3 +478,56 @@ def test_unpublished_staged_chunks_can_be_dropped(store: ChunkStore) -> None:
     assert store.delete_staged() == 1
     store.publish("D", ["live-1"])  # nothing staged: publishing what is live keeps it
     assert [c.chunk_id for c in store.get_chunks("D")] == ["live-1"]
+
+
+# --- concurrency -----------------------------------------------------------------------------------------
+def test_searches_beside_writes_see_whole_versions_with_true_scores(store: ChunkStore) -> None:
+    """Searches from several threads while documents are replaced and added: each hit is a chunk that exists,
+    scored against its own vector (a matrix paired with another version's row ids would score a hit against a
+    neighbour's vector), and a document is never missing. The embedded store sees each version whole (one SQLite
+    transaction); OpenSearch may show both versions for a moment (see its publish)."""
+    import threading
+
+    whole = isinstance(store, EmbeddedChunkStore)
+
+    vectors = random_vectors(64, seed=3)
+    vector_of = {f"D-v{g}-{i}": vectors[(g * 4 + i) % 64] for g in range(40) for i in range(4)}
+    store.add([chunk(f"D-v0-{i}", document_id="D", ordinal=i, vector=vector_of[f"D-v0-{i}"]) for i in range(4)])
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def search(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        while not stop.is_set():
+            query = unit(rng.normal(size=DIM))
+            try:
+                hits = store.vector_search(query, ChunkFilter(document_ids=["D"]), 10)
+                versions = {h.chunk.chunk_id.rsplit("-", 1)[0] for h in hits}
+                if len(hits) < 4 or (whole and (len(versions) > 1 or len(hits) != 4)):
+                    problems.append(f"document D seen as {sorted(ids(hits))}")
+                for h in hits:
+                    if abs(h.score - float(vector_of[h.chunk.chunk_id] @ query)) > 1e-3:
+                        problems.append(f"{h.chunk.chunk_id} scored {h.score}")
+                keyword = store.keyword_search(q("common words"), ChunkFilter(document_ids=["D"]), 10)
+                if len(keyword) < 4 or (whole and len({h.chunk.chunk_id.rsplit("-", 1)[0] for h in keyword}) > 1):
+                    problems.append(f"keyword search saw {sorted(ids(keyword))}")
+            except Exception as exc:  # noqa: BLE001 - any failure of a reader is the finding
+                problems.append(repr(exc))
+
+    readers = [threading.Thread(target=search, args=(n,)) for n in range(4)]
+    for t in readers:
+        t.start()
+    try:
+        for g in range(1, 40):
+            staged = [
+                chunk(f"D-v{g}-{i}", document_id="D", ordinal=i, vector=vector_of[f"D-v{g}-{i}"]) for i in range(4)
+            ]
+            store.add(staged, live=False)
+            store.publish("D", [c.chunk_id for c in staged])
+            store.add([chunk(f"other-{g}", document_id=f"E{g}")])
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert problems == []
+    assert store.count("D") == 4 and store.count() == 4 + 39

@@ -4,6 +4,11 @@ and an in-memory numpy matrix for exact cosine search.
 Filters (collection, metadata, document ids, principals) are SQL predicates: keyword search applies them in
 the FTS query, vector search scores only the rows that pass them. Other processes writing the same file
 (the CLI while the service runs) are noticed through a generation counter and the matrix is reloaded.
+
+Writes go through one connection, one at a time. Searches and other reads take a connection of their own from a
+small pool (SQLite's WAL lets readers work beside each other and beside a writer, each seeing the last commit), so
+concurrent searches use every core instead of queueing behind one lock; the vector matrix is scored outside any
+lock, from a snapshot of it.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +65,8 @@ INSERT OR IGNORE INTO store_state (id, generation, delete_generation) VALUES (1,
 METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
 # The weight of a chunk's context (title and headings) against its text in BM25 (KS_KEYWORD_CONTEXT_WEIGHT).
 CONTEXT_WEIGHT = 1.0
+# Read connections kept open: enough for every core to run a query, few enough that their page caches stay small.
+READERS = 4
 
 
 class EmbeddedChunkStore:
@@ -80,9 +88,42 @@ class EmbeddedChunkStore:
         # embedder's OpenMP threads made a 10k-chunk hybrid search 40x slower on 2 cores (bench/ingest_search).
         threadpool_limits(limits=1, user_api="blas")
         self._dim = 0
-        self._matrix = np.zeros((0, 0), dtype=np.float32)
-        self._rowids = np.zeros(0, dtype=np.int64)
-        self._gen = (-1, -1)
+        # (matrix, rowids, (generation, delete_generation)): replaced whole by a sync, never changed in place, so
+        # a search scores one consistent snapshot without a lock
+        self._vectors: tuple[np.ndarray, np.ndarray, tuple[int, int]] = (
+            np.zeros((0, 0), dtype=np.float32),
+            np.zeros(0, dtype=np.int64),
+            (-1, -1),
+        )
+        self._matrix_lock = threading.Lock()
+        self._readers: list[sqlite3.Connection] = []  # idle read connections
+        self._reader_count = 0
+        self._readers_free = threading.Condition()
+        self._closed = False
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A read connection of the pool for the duration of the block (waits while all are in use)."""
+        with self._readers_free:
+            while not self._readers and self._reader_count >= READERS:
+                self._readers_free.wait()
+            if self._closed:
+                raise StoreUnavailable("embedded chunk store is closed")
+            if self._readers:
+                conn = self._readers.pop()
+            else:
+                conn = sqlite3.connect(self._path, check_same_thread=False, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA query_only=1")
+                self._reader_count += 1
+        try:
+            yield conn
+        finally:
+            with self._readers_free:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._readers.append(conn)
+                self._readers_free.notify()
 
     def _add_context_column(self) -> None:
         """A store written before chunks had a context field gets an empty one (FTS5 tables cannot ALTER, so
@@ -142,6 +183,12 @@ class EmbeddedChunkStore:
         return None
 
     def close(self) -> None:
+        with self._readers_free:
+            self._closed = True
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+            self._readers_free.notify_all()
         with self._lock:
             self._conn.close()
 
@@ -298,10 +345,10 @@ class EmbeddedChunkStore:
 
     # --- reads -----------------------------------------------------------------------------------
     def count(self, document_id: str | None = None) -> int:
-        with self._lock:
+        with self._reading() as conn:
             if document_id is None:
-                return self._conn.execute("SELECT count(*) FROM chunks WHERE live = 1").fetchone()[0]
-            return self._conn.execute(
+                return conn.execute("SELECT count(*) FROM chunks WHERE live = 1").fetchone()[0]
+            return conn.execute(
                 "SELECT count(*) FROM chunks WHERE document_id = ? AND live = 1", (document_id,)
             ).fetchone()[0]
 
@@ -309,13 +356,13 @@ class EmbeddedChunkStore:
         return set(self.chunk_counts())
 
     def chunk_counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._conn.execute("SELECT document_id, count(*) FROM chunks GROUP BY document_id"))
+        with self._reading() as conn:
+            return dict(conn.execute("SELECT document_id, count(*) FROM chunks GROUP BY document_id"))
 
     def get_chunks(self, document_id: str, flt: ChunkFilter | None = None) -> list[ChunkRecord]:
         where, params = _filter_sql(flt or ChunkFilter(), alias="c")
-        with self._lock:
-            rows = self._conn.execute(
+        with self._reading() as conn:
+            rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM chunks c WHERE c.document_id = ? AND c.live = 1 AND {where} ORDER BY c.ordinal",
                 [document_id, *params],
             ).fetchall()
@@ -341,20 +388,18 @@ class EmbeddedChunkStore:
                 f" WHERE chunks_fts MATCH ? AND c.live = 1 AND {where} ORDER BY s LIMIT ?"
             )
         sql = f"WITH m AS ({ranked}) SELECT {_COLUMNS}, m.s FROM m JOIN chunks c ON c.rowid = m.rid ORDER BY m.s"
-        with self._lock:
-            rows = self._conn.execute(sql, [self._context_weight, match, *params, limit]).fetchall()
+        with self._reading() as conn:
+            rows = conn.execute(sql, [self._context_weight, match, *params, limit]).fetchall()
         return [Hit(_record(r), -float(r[-1])) for r in rows]
 
     def vector_search(self, vector: np.ndarray, flt: ChunkFilter, limit: int) -> list[Hit]:
-        with self._lock:
-            self._sync_matrix()
-            matrix, rowids = self._matrix, self._rowids
+        with self._reading() as conn, self._snapshot(conn) as (matrix, rowids):
             if not len(rowids):
                 return []
             where, params = _filter_sql(flt, alias="c")
             if where != "1=1":
                 allowed = np.fromiter(
-                    (r[0] for r in self._conn.execute(f"SELECT c.rowid FROM chunks c WHERE {where}", params)),
+                    (r[0] for r in conn.execute(f"SELECT c.rowid FROM chunks c WHERE {where}", params)),
                     dtype=np.int64,
                 )
                 positions = np.searchsorted(rowids, allowed)
@@ -371,39 +416,59 @@ class EmbeddedChunkStore:
             top = np.argpartition(-scores, k - 1)[:k]
             top = top[np.argsort(-scores[top], kind="stable")]
             chosen = rowids[positions[top]] if positions is not None else rowids[top]
-            by_rowid = self._fetch_by_rowid([int(x) for x in chosen])
+            by_rowid = self._fetch_by_rowid(conn, [int(x) for x in chosen])
         return [Hit(by_rowid[int(r)], float(s)) for r, s in zip(chosen, scores[top], strict=True) if int(r) in by_rowid]
 
-    def _fetch_by_rowid(self, rowids: list[int]) -> dict[int, ChunkRecord]:
+    @staticmethod
+    def _fetch_by_rowid(conn: sqlite3.Connection, rowids: list[int]) -> dict[int, ChunkRecord]:
         if not rowids:
             return {}
         marks = ",".join("?" * len(rowids))
-        rows = self._conn.execute(f"SELECT c.rowid, {_COLUMNS} FROM chunks c WHERE c.rowid IN ({marks})", rowids)
+        rows = conn.execute(f"SELECT c.rowid, {_COLUMNS} FROM chunks c WHERE c.rowid IN ({marks})", rowids)
         return {r[0]: _record(r[1:]) for r in rows}
 
-    def _sync_matrix(self) -> None:
-        """Bring the in-memory matrix up to date with the file (appends incrementally, reloads on delete)."""
-        gen, del_gen = self._conn.execute(
-            "SELECT generation, delete_generation FROM store_state WHERE id = 1"
-        ).fetchone()
-        if (gen, del_gen) == self._gen:
-            return
-        if del_gen != self._gen[1] or not len(self._rowids):
-            after, base_m, base_r = -1, None, None
-        else:
-            after, base_m, base_r = int(self._rowids[-1]), self._matrix, self._rowids
-        rows = self._conn.execute(
+    @contextmanager
+    def _snapshot(self, conn: sqlite3.Connection) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """A read transaction on ``conn`` and the vector matrix (with its rowids) of exactly what it sees, so that
+        a filter's rows and the matrix agree. The matrix is brought up to date when a write (this process or
+        another one) moved the generation on: appended rows are added, a delete reloads it. When another thread
+        has already moved the matrix past this transaction's view, the transaction starts again, newer."""
+        while True:
+            conn.execute("BEGIN")
+            try:
+                state = conn.execute("SELECT generation, delete_generation FROM store_state WHERE id = 1").fetchone()
+                gen, del_gen = int(state[0]), int(state[1])
+                matrix, rowids, seen = self._vectors
+                if (gen, del_gen) != seen:
+                    with self._matrix_lock:
+                        matrix, rowids, seen = self._vectors
+                        if gen >= seen[0] and del_gen >= seen[1] and (gen, del_gen) != seen:
+                            self._vectors = self._load_matrix(conn, gen, del_gen)
+                            matrix, rowids, seen = self._vectors
+                if (gen, del_gen) == seen:
+                    yield matrix, rowids
+                    return
+            finally:
+                conn.execute("COMMIT")
+
+    def _load_matrix(
+        self, conn: sqlite3.Connection, gen: int, del_gen: int
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        base_m, base_r, (_, seen_del) = self._vectors
+        after = int(base_r[-1]) if del_gen == seen_del and len(base_r) else -1
+        rows = conn.execute(
             "SELECT rowid, vector FROM chunks WHERE rowid > ? AND live = 1 ORDER BY rowid", (after,)
         ).fetchall()
         dim = self._dim or (len(rows[0][1]) // 4 if rows else 0)
         new_r = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         new_m = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-        if base_m is not None and base_r is not None:
-            self._matrix = np.vstack([base_m, new_m]) if len(rows) else base_m
-            self._rowids = np.concatenate([base_r, new_r])
-        else:
-            self._matrix, self._rowids = np.ascontiguousarray(new_m), new_r
-        self._gen = (gen, del_gen)
+        if after >= 0:
+            return (
+                (np.vstack([base_m, new_m]) if len(rows) else base_m),
+                np.concatenate([base_r, new_r]),
+                (gen, del_gen),
+            )
+        return np.ascontiguousarray(new_m), new_r, (gen, del_gen)
 
 
 _COLUMNS = "c.chunk_id, c.document_id, c.collection, c.ordinal, c.title, c.text, c.source, c.metadata, c.acl"
