@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,6 +21,14 @@ class Embedder(Protocol):
 
     def embed_query(self, text: str) -> np.ndarray:
         """(dimension,) float32, L2-normalized."""
+
+
+@runtime_checkable
+class CachingEmbedder(Embedder, Protocol):
+    """An embedder that can say, without computing anything, whether it already holds a query's vector."""
+
+    def cached_query(self, text: str) -> np.ndarray | None:
+        """The query's vector when it is at hand (a cache hit, counted as one), else None."""
 
 
 class ObservedEmbedder:

@@ -114,6 +114,15 @@ class QueryEmbedder:
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self.inner.embed_documents(texts)
 
+    def cached_query(self, text: str) -> np.ndarray | None:
+        """The cached vector of ``text`` (a hit), or None without counting a miss: ``embed_query`` follows."""
+        if self._cache is None:
+            return None
+        vector = self._cache.get((self.model_id, NORMALIZATION, normalize_query(text)))
+        if vector is not None:
+            self._observers.query_cache_used(True)
+        return vector
+
     def embed_query(self, text: str) -> np.ndarray:
         text = normalize_query(text)
         key = (self.model_id, NORMALIZATION, text)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from app.core.events import Observers
-from app.providers.base import Embedder, Reranker
+from app.providers.base import CachingEmbedder, Embedder, Reranker
 from app.search.fusion import Fusion, FusionMethod
 from app.stores.vector.base import ChunkFilter, ChunkRecord, ChunkStore, Hit
 from app.text.analysis import Analyzer
@@ -60,6 +60,7 @@ class SearchService:
         self._observers = observers or Observers()
         self._store = store
         self._embedder = embedder
+        self._cached_query = embedder.cached_query if isinstance(embedder, CachingEmbedder) else None
         self._analyzer = analyzer
         # The default fusion of hybrid searches; a request may choose another (see app.search.fusion).
         self.fusion = Fusion(method=fusion, k=rrf_k, weight_vector=fusion_weight_vector)
@@ -109,11 +110,15 @@ class SearchService:
 
         keyword_hits, vector_hits = [], []
         keyword_job: Future[list[Hit]] | None = None
-        if mode == "hybrid":
+        if mode != "keyword" and query_vector is None and self._cached_query is not None:
+            query_vector = self._cached_query(query)
+        if mode == "hybrid" and query_vector is None:
             # The keyword retriever runs beside the query embedding and the vector search: they share nothing,
-            # and the embedder, SQLite and OpenSearch all release the GIL while they work.
+            # and the embedder, SQLite and OpenSearch all release the GIL while they work. When the query's
+            # vector is already at hand there is nothing to wait for, and handing the keyword half to another
+            # thread would cost more than it saves.
             keyword_job = self._keyword_pool.submit(self._keyword, query, flt, n_candidates, timings)
-        elif mode == "keyword":
+        elif mode != "semantic":
             keyword_hits = self._keyword(query, flt, n_candidates, timings)
         if mode in ("hybrid", "semantic"):
             t = time.perf_counter()

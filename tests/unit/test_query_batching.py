@@ -160,6 +160,19 @@ def test_the_cache_serves_a_repeat_and_never_another_models_or_normalizations_ve
     assert len(shared) == 4
 
 
+def test_a_search_can_ask_for_a_cached_vector_without_waking_the_model(embedder):
+    observers, seen = Observers(), Counting()
+    observers.attach(seen)
+    queries = QueryEmbedder(embedder, observers, max_batch=1)
+    assert queries.cached_query("paid leave") is None
+    assert (seen.hits, seen.misses, seen.batches) == (0, 0, [])  # asking is not a miss: embed_query follows
+    vector = queries.embed_query("paid leave")
+    cached = queries.cached_query(" paid leave\n")  # the same normalized query
+    assert cached is not None and np.array_equal(cached, vector)
+    assert (seen.hits, seen.misses) == (1, 1)
+    assert QueryEmbedder(embedder, observers, cache_size=0).cached_query("paid leave") is None
+
+
 def test_the_cache_is_bounded(embedder):
     queries = QueryEmbedder(embedder, Observers(), cache_size=2, max_batch=1)
     for q in ("one", "two", "three"):
