@@ -23,12 +23,37 @@ _HAS_JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff01-\uff5e]")
 # A word of Latin letters (the analyzer's lower-cased, stemmed form): in a Japanese question, a name.
 _LATIN_NAME = re.compile(r"[a-z][a-z0-9]+")
 
+# A word of a Latin-script question, with its hyphen or dot parts ("BY-NC", "GPLv3", "v2.1").
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-.][A-Za-z0-9]+)*")
+_VERSION = re.compile(r"v?\d[\d.]*$")  # "GPLv3" names GPL version 3
+_ACRONYM = re.compile(r"[A-Z]{2,6}")
+
 NOT_COVERED_EN = "The documents do not cover this question."
 NOT_COVERED_JA = "提供された文書には、この質問に答える情報が見つかりませんでした。"
 
 
 def not_covered_message(question: str) -> str:
     return NOT_COVERED_JA if _HAS_JAPANESE.search(question) else NOT_COVERED_EN
+
+
+def names(question: str) -> list[str]:
+    """The names of a Latin-script question: words with a capital letter inside ("MIT", "GPLv3", "GitHub") and
+    capitalized words that do not begin a sentence ("Perl", "United States"); "I" is not a name."""
+    out = []
+    for m in _WORD.finditer(question):
+        word = m.group()
+        before = question[: m.start()].rstrip()
+        starts_sentence = not before or before[-1] in ".?!:;\"'("
+        if any(c.isupper() for c in word[1:]) or (word[0].isupper() and not starts_sentence and word != "I"):
+            out.append(word)
+    return out
+
+
+def _spells(acronym: str, text: str) -> bool:
+    """Whether ``text`` holds capitalized words whose initials spell ``acronym`` ("GNU Free Documentation
+    License" for GFDL, "Free Software Foundation" for FSF)."""
+    initials = "".join(w[0] if w[0].isupper() else " " for w in re.findall(r"[A-Za-z]+", text))
+    return acronym in initials
 
 
 class ExtractiveAnswerer:
@@ -106,7 +131,10 @@ class ExtractiveAnswerer:
             [Passage(s.text, s.context or s.title) for s in request.sources],
             extra=previous[-1] if previous else "",
         )
-        if _HAS_JAPANESE.search(request.question) and any(_LATIN_NAME.fullmatch(t) for t in evidence.unheld()):
+        if _HAS_JAPANESE.search(request.question):
+            if any(_LATIN_NAME.fullmatch(t) for t in evidence.unheld()):
+                return not_covered_message(request.question)
+        elif self._names_nothing_held(request.question, evidence, request.sources):
             return not_covered_message(request.question)
         leader = self._leading_document(request.sources)
         # A follow-up is answered from a passage on the conversation's subject when one supports it.
@@ -137,6 +165,24 @@ class ExtractiveAnswerer:
                 chosen.sort(key=lambda s: s.sentence)  # read in the passage's order
                 return " ".join(s.text for s in chosen) + f" [{request.sources[i].n}]"
         return not_covered_message(request.question)
+
+    @staticmethod
+    def _names_nothing_held(question: str, evidence: Evidence, sources: list[Source]) -> bool:
+        """An English question that names things ("the MIT license", "GitHub") none of which any source
+        mentions, in its text, title or headings, is about something else. A name counts as mentioned through
+        its words, without a version suffix ("GPLv3": GPL), or as the initials of capitalized words ("GFDL").
+        One name mentioned is enough: a question may name a law or a tool the text describes in other words."""
+        found = names(question)
+        if not found:
+            return False
+        texts = [f"{s.context or s.title}\n{s.text}" for s in sources]
+        for name in found:
+            bare = _VERSION.sub("", name) or name
+            if evidence.holds(name) or evidence.holds(bare):
+                return False
+            if _ACRONYM.fullmatch(bare) and any(_spells(bare, t) for t in texts):
+                return False
+        return True
 
     def _leading_document(self, sources: list[Source]) -> str | None:
         """The first source's document, when its score leads every other document's by ``lead_margin``."""

@@ -107,11 +107,13 @@ class Evidence:
         words = [t for t in analyzer.tokens(question) if t not in QUESTION_WORDS]
         earlier = [t for t in (analyzer.tokens(extra) if extra else []) if t not in QUESTION_WORDS]
         df: Counter[str] = Counter()
+        self._vocabulary: set[str] = set()  # every word of the passages, their titles and headings
         for sentences, context in zip(self._sentences, self._contexts, strict=True):
             seen = set(context)
             for _, tokens in sentences:
                 seen |= tokens
             df.update(t for t in {*words, *earlier} if t in seen)
+            self._vocabulary |= seen
         n = max(len(self.passages), 1)
 
         def idf(t: str) -> float:
@@ -188,6 +190,11 @@ class Evidence:
     def unheld(self) -> list[str]:
         """The question's words that no passage holds, neither in its text nor in its title and headings."""
         return [t for t in self.weights if not self._df.get(t)]
+
+    def holds(self, text: str) -> bool:
+        """Whether the passages (their text, titles or headings) hold every word of ``text``, numbers aside."""
+        words = [t for t in self._analyzer.tokens(text) if not t.isdigit() and t not in QUESTION_WORDS]
+        return all(t in self._vocabulary for t in words)
 
     def mentions_earlier(self, passage: int) -> bool:
         """Whether the passage (its sentences or headings) holds a word of the earlier turn: a follow-up

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from app.providers.base import GenerationRequest, Source, Turn
-from app.providers.local import ExtractiveAnswerer
+from app.providers.local import ExtractiveAnswerer, names
 from app.text.analysis import default_analyzer
 
 GPL2 = Source(
@@ -191,3 +191,33 @@ def test_a_japanese_question_about_a_name_no_passage_mentions_is_not_covered():
     # the same question about something the passage does mention is answered
     text = answer("Debian はどんなサポート方法を提供していますか？", support)
     assert "電子メール" in text and cited(text) == {1}
+
+
+def test_the_names_of_an_english_question():
+    assert names("Does the MIT license require attribution?") == ["MIT"]
+    assert names("Who wrote the first version of the Apache web server?") == ["Apache"]
+    # a capital that begins a sentence is not a name, nor is "I"
+    assert names("Can I waive my copyright? Which license does that?") == []
+    assert names("Can I use Creative Commons BY-NC images?") == ["Creative", "Commons", "BY-NC"]
+    assert names("What does GPLv3 say about DRM?") == ["GPLv3", "DRM"]
+
+
+def test_an_english_question_naming_only_what_no_passage_mentions_is_not_covered():
+    question = "Does the MIT license require a fee for each copy?"
+    assert answer(question, GPL2, GPL1) == "The documents do not cover this question."
+    # one name the passages mention is enough ("GPL" through its title's initials, the version suffix aside)
+    assert cited(answer("Does GPLv2 or the MIT license allow a fee for each copy?", GPL2, GPL1)) == {1}
+    # a question that names nothing is left to the support test
+    assert cited(answer("Can I charge a fee for transferring a copy?", GPL2, GPL1)) == {1}
+
+
+def test_an_acronym_is_mentioned_through_the_initials_of_capitalized_words():
+    gfdl = Source(
+        1,
+        "GNU Free Documentation License",
+        "You may copy and distribute the Document in any medium, commercially or noncommercially.",
+        "GNU Free Documentation License > 2. VERBATIM COPYING",
+    )
+    assert cited(answer("Can I distribute a GFDL document commercially?", gfdl)) == {1}
+    lowercase = Source(1, "notes", "You may copy the document; generally free, no license fee.", "notes")
+    assert "do not cover" in answer("Can I copy a GFDL document?", lowercase)
