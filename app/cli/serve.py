@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +29,10 @@ def serve(
     from app.core.observability import configure_logging
     from app.main import create_app
 
+    # The local model's OpenMP threads sleep while they wait instead of spinning: chosen for a server under
+    # concurrency, and for a host whose cores something else also uses (docs/benchmarks.md, "Load test A/B"). Set
+    # before the model's library loads, which reads it once; an operator's own OMP_WAIT_POLICY wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     if settings.admin_key is None and not is_loopback(host):

