@@ -71,11 +71,21 @@ class Container:
                 self._s3_sync = build_s3_sync(self.ingest, self.sessions, self.settings)
             return self._s3_sync
 
+    def sync_in_background(self, job_id: str) -> None:
+        """Run an S3 sync job in a thread of its own; ``close`` waits for it (up to the shutdown grace), so a sync
+        never writes into stores that were closed under it."""
+        service = self.s3_sync()
+        thread = threading.Thread(target=service.run, args=(job_id,), name=f"sync-{job_id[:8]}", daemon=True)
+        with self._lock:
+            self._background = [t for t in self._background if t.is_alive()] + [thread]
+        thread.start()
+
     def ping_database(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     _closing: threading.Event = field(default_factory=threading.Event)
+    _background: list[threading.Thread] = field(default_factory=list)
 
     @property
     def readiness(self) -> Readiness:
@@ -109,6 +119,13 @@ class Container:
         self._closing.set()
         if self.worker is not None:
             self.worker.stop()
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        with self._lock:
+            running = list(self._background)
+        for thread in running:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("%s is still running at shutdown; its job is left as it is", thread.name)
         self.audit.close()  # the last events in, the journal removed
         self.store.close()
         for part in (self.chat_model, self.embedder):  # the embedder's query thread, if it started one

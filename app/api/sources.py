@@ -8,7 +8,6 @@ its job stays ``running``; start another sync (it picks up where the index is).
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Query, Response, status
@@ -84,7 +83,7 @@ def start_sync(name: SourceName, container: ContainerDep, caller: CallerDep) -> 
         job = service.start(source, key_id=caller.key_id)
         audit.targets.insert(0, job.id)
         audit.status = status.HTTP_202_ACCEPTED
-        threading.Thread(target=service.run, args=(job.id,), name=f"sync-{job.id[:8]}", daemon=True).start()
+        container.sync_in_background(job.id)
         return _read(job, source.name)
 
 

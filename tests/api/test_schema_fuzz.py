@@ -144,13 +144,11 @@ class Server:
 
     def close(self) -> None:
         self.current = None
-        # A sync (POST /v1/sources/{name}/sync) runs in a thread of its own, which the container does not stop:
-        # it ends (here at once: no S3 credentials) before the stores it writes to are emptied.
-        for thread in threading.enumerate():
-            if thread.name.startswith("sync-"):
-                thread.join(30)
-                assert not thread.is_alive(), f"{thread.name} still runs"
         self.running.close()  # the app's lifespan ended, then its container closed
+        # A sync (POST /v1/sources/{name}/sync) runs in a thread of its own, which closing the container waits for
+        # (here it ends at once: no S3 credentials); one still running would write into the next sequence's stores.
+        running = [t.name for t in threading.enumerate() if t.name.startswith("sync-")]
+        assert not running, f"{running} outlived their container"
         if self.data_dir is not None:
             shutil.rmtree(self.data_dir.parent, ignore_errors=True)
             self.data_dir = None
