@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,13 +16,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect, make_url, text
+from sqlalchemy import Engine, inspect
 
 from app.core.config import Settings
 from app.stores.sql import migrate
 from app.stores.sql.models import Base
 from app.stores.sql.session import build_engine
-from tests.conftest import need_service
+from tests.conftest import need_service, own_database
 
 BIN = Path(sys.executable).parent / "knowledge-search"
 MODEL_TABLES = set(Base.metadata.tables)
@@ -32,16 +31,8 @@ MODEL_TABLES = set(Base.metadata.tables)
 @pytest.fixture(scope="module")
 def throwaway_postgres() -> Iterator[str]:
     server = need_service("Postgres", "KS_TEST_DATABASE_URL")
-    name = f"ks_migrations_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with own_database(server, "ks_migrations") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
